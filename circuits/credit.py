@@ -1,0 +1,108 @@
+"""Closed-form credit signals (SPEC §7) and the alignment monitor.
+
+Each function returns the per-layer credit ``δ_ℓ`` (on pre-activations, ``[S, B, n_ℓ]``) for
+ℓ = 1..L given the output credit ``δ_L``. Backprop, feedback alignment, pseudo-backprop and
+NDI are one *cascade* with different maps from ``δ_ℓ`` to the signal below, then
+``δ_{ℓ-1} = φ'(a_{ℓ-1}) ⊙ signal``; damped Gauss-Newton inverts the whole output Jacobian.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from .network import Forward, ForwardNetwork
+
+Invert = Callable[[int, torch.Tensor], torch.Tensor]
+
+
+def cascade(net: ForwardNetwork, fwd: Forward, delta_L: torch.Tensor,
+            invert: Invert) -> list[torch.Tensor]:
+    """``δ_{ℓ-1} = φ'(a_{ℓ-1}) ⊙ invert(ℓ, δ_ℓ)`` from the top; returns ``[δ_1, ..., δ_L]``."""
+    deltas = [delta_L]
+    for l in range(net.L, 1, -1):
+        deltas.append(fwd.dphi[l - 2] * invert(l, deltas[-1]))
+    return deltas[::-1]
+
+
+def backprop(net: ForwardNetwork, fwd: Forward, delta_L: torch.Tensor) -> list[torch.Tensor]:
+    return cascade(net, fwd, delta_L, lambda l, d: d @ net.weights[l - 1])
+
+
+def feedback_alignment(net: ForwardNetwork, fwd: Forward, delta_L: torch.Tensor,
+                       feedback: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """``feedback[ℓ-2]`` is ``B_ℓ`` ``[S, n_{ℓ-1}, n_ℓ]`` for ℓ = 2..L (fixed, random)."""
+    return cascade(net, fwd, delta_L, lambda l, d: d @ feedback[l - 2].transpose(-1, -2))
+
+
+def pseudo_backprop(net: ForwardNetwork, fwd: Forward, delta_L: torch.Tensor
+                    ) -> list[torch.Tensor]:
+    pinv = [torch.linalg.pinv(W) for W in net.weights]
+    return cascade(net, fwd, delta_L, lambda l, d: d @ pinv[l - 1].transpose(-1, -2))
+
+
+def gauss_newton(net: ForwardNetwork, fwd: Forward, delta_L: torch.Tensor,
+                 damping: float = 1e-3) -> list[torch.Tensor]:
+    """Damped Gauss-Newton credit per layer: ``J̄_ℓᵀ (J̄_ℓ J̄_ℓᵀ + λI)⁻¹ δ_L`` with
+    ``J̄_ℓ = ∂a_L/∂a_ℓ`` (λ = 0: minimum-norm pseudo-inverse; large λ: the gradient / λ)."""
+    out = []
+    for J in net.output_jacobians(fwd):
+        nL = J.shape[-2]
+        G = J @ J.transpose(-1, -2) + damping * torch.eye(nL, dtype=J.dtype, device=J.device)
+        out.append((J.transpose(-1, -2) @ torch.linalg.solve(G, delta_L[..., None]))[..., 0])
+    return out
+
+
+def weight_updates(fwd: Forward, deltas: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """``ΔW_ℓ = Σ_b δ_ℓ r_{ℓ-1}ᵀ`` for each layer; ``δ`` may carry extra leading axes
+    (e.g. time: ``[T, S, B, n]`` → ``[T, S, n_ℓ, n_{ℓ-1}]``)."""
+    return [d.transpose(-1, -2) @ r for d, r in zip(deltas, fwd.r[:-1])]
+
+
+def angle(a: torch.Tensor | Sequence[torch.Tensor], b: torch.Tensor | Sequence[torch.Tensor],
+          dims: int = 2) -> torch.Tensor:
+    """Angle in degrees between ``a`` and ``b``, flattening their last ``dims`` axes (and
+    concatenating lists: the angle between whole weight updates). Leading axes are kept."""
+    def flat(x):
+        xs = [x] if isinstance(x, torch.Tensor) else list(x)
+        return torch.cat([t.flatten(-dims) for t in xs], dim=-1)
+    fa, fb = flat(a), flat(b)
+    fa, fb = torch.broadcast_tensors(fa, fb)
+    cos = (fa * fb).sum(-1) / (fa.norm(dim=-1) * fb.norm(dim=-1)).clamp_min(1e-300)
+    return torch.rad2deg(torch.arccos(cos.clamp(-1.0, 1.0)))
+
+
+def alignment(fwd: Forward, deltas: Sequence[torch.Tensor],
+              references: dict[str, Sequence[torch.Tensor]],
+              layers: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+    """Angle between the weight update a circuit's credit ``deltas`` implies and each
+    reference's, over the hidden layers (default ℓ = 1..L-1, where methods differ).
+
+    ``deltas[ℓ-1]`` may be a trajectory ``[T, S, B, n_ℓ]``: the result is then ``[T, S]``.
+    """
+    L = len(deltas)
+    layers = list(range(1, L)) if layers is None else list(layers)
+    if not layers:
+        layers = [L]
+    mine = weight_updates(fwd, deltas)
+    out = {}
+    for name, ref in references.items():
+        theirs = weight_updates(fwd, ref)
+        out[name] = angle([mine[l - 1] for l in layers], [theirs[l - 1] for l in layers])
+    return out
+
+
+def reference_credits(net: ForwardNetwork, fwd: Forward, delta_L: torch.Tensor,
+                      feedback: Sequence[torch.Tensor] | None = None,
+                      damping: float = 1e-3) -> dict[str, list[torch.Tensor]]:
+    """The closed-form credit of every baseline, keyed by name (FA only if ``feedback`` given)."""
+    refs = {"backprop": backprop(net, fwd, delta_L),
+            "pseudo_backprop": pseudo_backprop(net, fwd, delta_L),
+            "gauss_newton": gauss_newton(net, fwd, delta_L, damping)}
+    if feedback is not None:
+        refs["feedback_alignment"] = feedback_alignment(net, fwd, delta_L, feedback)
+    return refs
+
+
+__all__ = ["cascade", "backprop", "feedback_alignment", "pseudo_backprop", "gauss_newton",
+           "weight_updates", "angle", "alignment", "reference_credits"]

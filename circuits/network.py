@@ -1,0 +1,184 @@
+"""The forward network every circuit family shares.
+
+Layers ℓ = 1..L, ``a_ℓ = W_ℓ r_{ℓ-1} + b_ℓ``, ``r_ℓ = φ_ℓ(a_ℓ)``, ``r_0 = x``. Weights are
+``[S, n_ℓ, n_{ℓ-1}]``, biases ``[S, 1, n_ℓ]``, populations ``[S, B, n]``: replica s is an
+independent network (its own weights), so a sweep over seeds or initial scales is one batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .activations import Activation, get_activation
+from .parameters import check_finite_tensor
+
+INITS = ("uniform", "normal", "orthogonal")
+
+
+@dataclass
+class Forward:
+    """One forward pass: ``a[ℓ-1]`` and ``r[ℓ]`` for ℓ = 1..L (``r[0] = x``), and φ'(a)."""
+
+    a: list[torch.Tensor]
+    r: list[torch.Tensor]
+    dphi: list[torch.Tensor]
+
+
+class ForwardNetwork:
+    """A fully connected network with per-replica weights.
+
+    Args:
+        widths: ``[n_0, n_1, ..., n_L]``.
+        activation: φ of the hidden layers (``tanh``, ``relu``, ``sigmoid``, ``linear``, ``mish``).
+        output_activation: φ_L (default ``linear``).
+        bias: whether layers have biases (initialised to zero).
+        init: ``uniform`` U(−scale, scale), ``normal`` N(0, scale²) or ``orthogonal`` (× scale).
+        scale: default ``1/sqrt(n_in)`` (uniform, normal) or 1 (orthogonal).
+        replicas: S.
+        seed: an int (every replica gets the same network, drawn from this seed) or a sequence of
+            S ints (replica s drawn from seed[s]).
+        weights, biases: give the parameters directly instead (lists of ``[S, n_ℓ, n_{ℓ-1}]`` and
+            ``[S, 1, n_ℓ]``); widths must agree.
+    """
+
+    def __init__(self, widths: Sequence[int], activation: str = "tanh",
+                 output_activation: str = "linear", bias: bool = True, init: str = "uniform",
+                 scale: float | None = None, replicas: int = 1, seed: int | Sequence[int] = 0,
+                 dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu",
+                 weights: Sequence[torch.Tensor] | None = None,
+                 biases: Sequence[torch.Tensor] | None = None):
+        if not isinstance(widths, (list, tuple)) or len(widths) < 2 or any(
+                isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in widths):
+            raise ValueError(f"widths: received {widths!r}, expected a list of at least two "
+                             "positive integers [n_0, ..., n_L]")
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+            raise ValueError(f"replicas: received {replicas!r}, expected an integer ≥ 1")
+        if init not in INITS:
+            raise ValueError(f"init: received {init!r}, expected one of {list(INITS)}")
+        if scale is not None and (not isinstance(scale, (int, float)) or not scale > 0):
+            raise ValueError(f"scale: received {scale!r}, expected a number > 0 or None")
+        self.widths = list(widths)
+        self.L = len(widths) - 1
+        self.hidden_activation = get_activation(activation, "activation")
+        self.output_activation = get_activation(output_activation, "output_activation")
+        self.dtype, self.device = dtype, torch.device(device)
+        if weights is not None:
+            self.weights = self._given("weights", weights, [(n, m) for m, n in
+                                                            zip(widths, widths[1:])])
+            replicas = self.weights[0].shape[0]
+        else:
+            self.weights = self._draw(init, scale, replicas, seed)
+        if biases is not None:
+            self.biases = self._given("biases", biases, [(1, n) for n in widths[1:]])
+        elif bias:
+            self.biases = [torch.zeros(replicas, 1, n, dtype=dtype, device=self.device)
+                           for n in widths[1:]]
+        else:
+            self.biases = None
+        self.replicas = replicas
+
+    def _given(self, name: str, tensors: Sequence[torch.Tensor], shapes: list[tuple[int, int]]):
+        if len(tensors) != len(shapes):
+            raise ValueError(f"{name}: received {len(tensors)} tensors, expected {len(shapes)} "
+                             f"(one per layer of widths {self.widths})")
+        out = []
+        S = tensors[0].shape[0] if isinstance(tensors[0], torch.Tensor) else None
+        for i, (w, shape) in enumerate(zip(tensors, shapes)):
+            check_finite_tensor(f"{name}[{i}]", w, dims=(3,))
+            if tuple(w.shape) != (S, *shape):
+                raise ValueError(f"{name}[{i}]: received shape {tuple(w.shape)}, expected "
+                                 f"{(S, *shape)}")
+            out.append(w.to(device=self.device, dtype=self.dtype))
+        return out
+
+    def _draw(self, init: str, scale: float | None, replicas: int, seed):
+        seeds = [seed] * replicas if isinstance(seed, int) else list(seed)
+        if len(seeds) != replicas or any(isinstance(s, bool) or not isinstance(s, int)
+                                         for s in seeds):
+            raise ValueError(f"seed: received {seed!r}, expected an int or {replicas} ints")
+        # Draw each distinct seed once, so identical seeds give bit-identical replicas.
+        cache: dict[int, list[torch.Tensor]] = {}
+        for s in set(seeds):
+            g = torch.Generator().manual_seed(s)
+            layers = []
+            for n_in, n_out in zip(self.widths, self.widths[1:]):
+                c = scale if scale is not None else (1.0 if init == "orthogonal"
+                                                     else n_in ** -0.5)
+                if init == "uniform":
+                    w = (torch.rand(n_out, n_in, generator=g, dtype=torch.float64) * 2 - 1) * c
+                elif init == "normal":
+                    w = torch.randn(n_out, n_in, generator=g, dtype=torch.float64) * c
+                else:
+                    q, _ = torch.linalg.qr(torch.randn(max(n_out, n_in), min(n_out, n_in),
+                                                       generator=g, dtype=torch.float64))
+                    w = (q if n_out >= n_in else q.T) * c
+                layers.append(w)
+            cache[s] = layers
+        return [torch.stack([cache[s][l] for s in seeds]).to(device=self.device, dtype=self.dtype)
+                for l in range(self.L)]
+
+    def activation(self, layer: int) -> Activation:
+        """φ_ℓ for ℓ = 1..L."""
+        return self.output_activation if layer == self.L else self.hidden_activation
+
+    def expand(self, replicas: int) -> "ForwardNetwork":
+        """The same network copied to ``replicas`` replicas (from S = 1)."""
+        if self.replicas == replicas:
+            return self
+        if self.replicas != 1:
+            raise ValueError(f"replicas: received {replicas}, expected the network's own "
+                             f"S = {self.replicas} (only an S = 1 network can be expanded)")
+        return ForwardNetwork(
+            self.widths, self.hidden_activation.name, self.output_activation.name,
+            dtype=self.dtype, device=self.device,
+            weights=[w.expand(replicas, -1, -1).clone() for w in self.weights],
+            biases=None if self.biases is None else
+            [b.expand(replicas, -1, -1).clone() for b in self.biases],
+            bias=self.biases is not None)
+
+    def input(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+        """``x`` as ``[S, B, n_0]`` (a ``[B, n_0]`` input is shared by every replica)."""
+        check_finite_tensor(name, x, dims=(2, 3))
+        if x.shape[-1] != self.widths[0]:
+            raise ValueError(f"{name}: received shape {tuple(x.shape)}, expected [B, {self.widths[0]}]"
+                             f" or [S, B, {self.widths[0]}] (n_0 = {self.widths[0]})")
+        if x.dim() == 3 and x.shape[0] not in (1, self.replicas):
+            raise ValueError(f"{name}: received {x.shape[0]} replicas, expected 1 or "
+                             f"S = {self.replicas}")
+        x = x.to(device=self.device, dtype=self.dtype)
+        return (x if x.dim() == 3 else x[None]).expand(self.replicas, -1, -1)
+
+    def output_like(self, y: torch.Tensor, name: str = "target") -> torch.Tensor:
+        """A target/error ``[B, n_L]`` or ``[S, B, n_L]`` as ``[S, B, n_L]``."""
+        check_finite_tensor(name, y, dims=(2, 3))
+        if y.shape[-1] != self.widths[-1]:
+            raise ValueError(f"{name}: received shape {tuple(y.shape)}, expected last dimension "
+                             f"n_L = {self.widths[-1]}")
+        y = y.to(device=self.device, dtype=self.dtype)
+        return (y if y.dim() == 3 else y[None]).expand(self.replicas, -1, -1)
+
+    def forward(self, x: torch.Tensor) -> Forward:
+        r = [self.input(x)]
+        a, dphi = [], []
+        for l in range(1, self.L + 1):
+            W = self.weights[l - 1]
+            z = r[-1] @ W.transpose(-1, -2)
+            if self.biases is not None:
+                z = z + self.biases[l - 1]
+            act = self.activation(l)
+            a.append(z)
+            r.append(act.phi(z))
+            dphi.append(act.dphi(z))
+        return Forward(a, r, dphi)
+
+    def output_jacobians(self, fwd: Forward) -> list[torch.Tensor]:
+        """``J̄_ℓ = ∂a_L/∂a_ℓ`` for ℓ = 1..L, each ``[S, B, n_L, n_ℓ]`` (``J̄_L = I``)."""
+        S, B, nL = fwd.a[-1].shape
+        J = torch.eye(nL, dtype=self.dtype, device=self.device).expand(S, B, nL, nL)
+        out = [J]
+        for l in range(self.L - 1, 0, -1):
+            J = (J @ self.weights[l][:, None]) * fwd.dphi[l - 1][:, :, None, :]
+            out.append(J)
+        return out[::-1]

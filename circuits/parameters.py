@@ -1,0 +1,91 @@
+"""Populations, roles and per-replica parameters shared by every circuit family."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Sequence
+
+import torch
+
+
+class Role(str, Enum):
+    FORWARD = "forward"
+    ERROR = "error"
+    CONTROLLER = "controller"
+    FEEDBACK = "feedback"
+    TARGET = "target"
+    WEIGHT = "weight"
+
+
+@dataclass(frozen=True)
+class Population:
+    """A named population: its role in the circuit, its width per example and its layer."""
+
+    name: str
+    role: Role
+    size: int
+    layer: int | None = None
+
+
+def replica_count(name: str, value: Any) -> int:
+    """Length of a per-replica parameter (1 for a scalar)."""
+    if isinstance(value, torch.Tensor):
+        return 1 if value.dim() == 0 else value.reshape(-1).shape[0]
+    if isinstance(value, (list, tuple)):
+        return len(value)
+    return 1
+
+
+def as_replica_parameter(name: str, value: Any, replicas: int, dtype: torch.dtype,
+                         device: torch.device | str, *, minimum: float = 0.0,
+                         allow_minimum: bool = True) -> torch.Tensor:
+    """A scalar circuit parameter as a ``[S, 1, 1]`` tensor.
+
+    ``value`` is a number (shared by all replicas) or a sequence / 1-D tensor of length S (one
+    value per replica). Non-finite values and values below ``minimum`` (or equal to it when
+    ``allow_minimum`` is false) are rejected with a message naming ``name``.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, list, tuple, torch.Tensor)):
+        raise TypeError(f"{name}: received {type(value).__name__}, expected a number or a "
+                        f"sequence of {replicas} numbers (one per replica)")
+    t = torch.as_tensor(value, dtype=dtype, device=device).reshape(-1)
+    if t.numel() not in (1, replicas):
+        raise ValueError(f"{name}: received {t.numel()} values, expected 1 or S = {replicas}")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name}: received non-finite values {t.tolist()[:5]}, expected finite "
+                         "numbers")
+    low = t.min().item()
+    if low < minimum or (not allow_minimum and low <= minimum):
+        rel = "≥" if allow_minimum else ">"
+        raise ValueError(f"{name}: received {low!r}, expected values {rel} {minimum}")
+    return t.expand(replicas).reshape(replicas, 1, 1).clone()
+
+
+def resolve_replicas(**values: Any) -> int:
+    """The replica count S implied by several per-replica parameters (each 1 or S)."""
+    counts = {k: replica_count(k, v) for k, v in values.items() if v is not None}
+    S = max(counts.values(), default=1)
+    for k, n in counts.items():
+        if n not in (1, S):
+            raise ValueError(f"{k}: received {n} replica values, expected 1 or S = {S} "
+                             f"(set by {max(counts, key=counts.get)})")
+    return S
+
+
+def check_finite_tensor(name: str, value: Any, dims: Sequence[int] | None = None) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name}: received {type(value).__name__}, expected a torch.Tensor")
+    if dims is not None and value.dim() not in dims:
+        raise ValueError(f"{name}: received shape {tuple(value.shape)}, expected "
+                         f"{' or '.join(str(d) for d in dims)} dimensions")
+    if not torch.isfinite(value).all():
+        raise ValueError(f"{name}: received non-finite values, expected finite numbers")
+    return value
+
+
+def positive_float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value <= 0:
+        raise ValueError(f"{name}: received {value!r}, expected a finite number > 0")
+    return float(value)

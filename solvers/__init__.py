@@ -1,0 +1,8 @@
+"""How circuits are integrated: stepping methods, the one ``solve`` loop, stopping rules,
+recording, the torchdiffeq adapter."""
+from .methods import ADAPTIVE, METHODS, Tableau, get_method, phi1, rk_step
+from .solve import Solution, Status, solve
+from .state import Layout, State
+
+__all__ = ["ADAPTIVE", "METHODS", "Tableau", "get_method", "phi1", "rk_step", "Solution",
+           "Status", "solve", "Layout", "State"]

@@ -1,0 +1,270 @@
+"""The one loop: integrate a vector field over ``[t0, t1]`` with per-replica stopping.
+
+``solve`` knows no circuit. It takes ``f(t, y) -> dy/dt`` on a mapping of named tensors that
+lead with the replica axis S (or any object with a ``vector_field`` method and optionally a
+``leak`` method, such as every circuit in :mod:`circuits`), a starting state and a time span.
+
+Per replica, every ``check_every`` steps (one host sync per check, none inside a step):
+
+* **diverged**: a non-finite entry, or ``max |y| > divergence_bound``. The replica is rolled back
+  to its state at the previous check, frozen there, and the recorded points since that check are
+  replaced by that state, so neither its saved trajectory nor any other replica sees a NaN.
+* **converged**: ``‖dy/dt‖₂ ≤ atol + rtol ‖y‖₂`` (norms over the replica's whole state). It is
+  frozen; its settle time is the time of the check that saw it.
+* **reached_t1**: still running at ``t1``.
+
+Frozen replicas keep being carried through the batched arithmetic (that is what makes the batch
+one kernel), but their state no longer changes.
+"""
+from __future__ import annotations
+
+import bisect
+import math
+import time
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .methods import ADAPTIVE, get_method, rk_step
+from .state import Layout, State
+
+
+class Status(IntEnum):
+    REACHED_T1 = 0
+    CONVERGED = 1
+    DIVERGED = 2
+
+
+@dataclass
+class Solution:
+    """What ``solve`` returns.
+
+    ts:      ``[T]`` saved times.
+    ys:      ``{name: [T, S, ...]}`` saved state (or saved observations, see ``observe``).
+    y1:      ``{name: [S, ...]}`` final state (the frozen state for stopped replicas).
+    status:  ``[S]`` int codes of :class:`Status`.
+    t_stop:  ``[S]`` time each replica stopped (``t1`` if it never did).
+    stats:   steps, evaluations, wall-clock seconds, method, dt.
+    """
+
+    ts: torch.Tensor
+    ys: State
+    y1: State
+    status: torch.Tensor
+    t_stop: torch.Tensor
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def converged(self) -> torch.Tensor:
+        return self.status == Status.CONVERGED
+
+    @property
+    def diverged(self) -> torch.Tensor:
+        return self.status == Status.DIVERGED
+
+    def status_names(self) -> list[str]:
+        return [Status(int(s)).name.lower() for s in self.status.tolist()]
+
+    def counts(self) -> dict[str, int]:
+        return {s.name.lower(): int((self.status == s).sum()) for s in Status}
+
+
+def _positive(name: str, value: Any, *, integer: bool = False, allow_zero: bool = False) -> None:
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type or not math.isfinite(value) \
+            or value < 0 or (value == 0 and not allow_zero):
+        kind = "integer" if integer else "number"
+        bound = "≥ 0" if allow_zero else "> 0"
+        raise ValueError(f"{name}: received {value!r}, expected a finite {kind} {bound}")
+
+
+def _vector_field(f: Any) -> tuple[Callable, Callable | None]:
+    if hasattr(f, "vector_field"):
+        return f.vector_field, getattr(f, "leak", None)
+    if callable(f):
+        return f, None
+    raise TypeError(f"f: received {type(f).__name__}, expected a callable f(t, y) -> dy/dt "
+                    "or an object with a vector_field method (a circuit)")
+
+
+def _save_plan(t0: float, t1: float, dt: float, n_steps: int, save_every: int | None,
+               save_at: Sequence[float] | torch.Tensor | None
+               ) -> tuple[list[float], dict[int, list[tuple[int, float]]]]:
+    """Map each saved time to (step index i, weight w): saved = lerp(y_i, y_{i+1}, w)."""
+    if save_every is not None and save_at is not None:
+        raise ValueError("save_every and save_at: received both, expected at most one")
+    if save_at is None:
+        every = n_steps if save_every is None else save_every
+        _positive("save_every", every, integer=True)
+        idx = list(range(0, n_steps + 1, every))
+        if idx[-1] != n_steps:
+            idx.append(n_steps)
+        times = [min(t0 + i * dt, t1) for i in idx]
+    else:
+        times = [float(s) for s in (save_at.tolist() if isinstance(save_at, torch.Tensor)
+                                    else save_at)]
+        if not times or any(not math.isfinite(s) for s in times) \
+                or any(b < a for a, b in zip(times, times[1:])) \
+                or times[0] < t0 - 1e-12 or times[-1] > t1 + 1e-12:
+            raise ValueError(f"save_at: received {times[:5]}{'...' if len(times) > 5 else ''}, "
+                             f"expected a non-empty increasing sequence of finite times in "
+                             f"[t0, t1] = [{t0}, {t1}]")
+    plan: dict[int, list[tuple[int, float]]] = {}
+    for slot, s in enumerate(times):
+        pos = (s - t0) / dt
+        i = min(int(math.floor(pos + 1e-9)), n_steps)
+        w = 0.0 if i == n_steps else min(max(pos - i, 0.0), 1.0)
+        if w < 1e-9:
+            w = 0.0
+        plan.setdefault(i, []).append((slot, w))
+    return times, plan
+
+
+def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
+          dt: float | None = None, method: str = "euler",
+          save_every: int | None = None, save_at: Sequence[float] | torch.Tensor | None = None,
+          steady_state: bool = True, atol: float = 1e-8, rtol: float = 1e-6,
+          divergence_bound: float = 1e6, check_every: int = 10,
+          observe: Callable[[State], State] | None = None,
+          progress: bool | None = None, adaptive_rtol: float = 1e-7,
+          adaptive_atol: float = 1e-9) -> Solution:
+    """Integrate ``dy/dt = f(t, y)`` from ``y(t0) = y0`` to ``t1``.
+
+    Args:
+        f: ``f(t, y) -> dict`` with the same keys and shapes as ``y``, or an object with a
+            ``vector_field`` method (and optionally ``leak(y) -> {name: rate}``, the linear decay
+            rate that ``exp_euler`` integrates exactly).
+        y0: ``{name: tensor [S, ...]}``; all entries share S, dtype and device.
+        t0, t1: time span, ``t1 > t0``.
+        dt: step for fixed-step methods (required for them); initial step hint otherwise.
+        method: ``euler``, ``heun``, ``midpoint``, ``rk4``, ``exp_euler``, or one of
+            torchdiffeq's adaptive methods (``dopri5`` ...), see :mod:`solvers.adapter`.
+        save_every: record every n-th step (t0 and t1 are always recorded). Default: only t0, t1.
+        save_at: record at these times instead (linear interpolation between steps).
+        steady_state: stop a replica when ``‖dy/dt‖ ≤ atol + rtol‖y‖``.
+        divergence_bound: a replica with ``max |y|`` above this is diverged.
+        check_every: steps between stopping checks (one host sync each).
+        observe: record ``observe(y)`` instead of ``y`` (e.g. a few populations or norms), so
+            memory grows with what is saved, not with the state.
+        progress: tqdm bar; ``None`` shows it on a terminal only.
+    """
+    vector_field, leak_fn = _vector_field(f)
+    layout = Layout(y0)
+    for name, v in y0.items():
+        if not torch.isfinite(v).all():
+            raise ValueError(f"y0[{name!r}]: received non-finite values, expected finite numbers")
+    for name, v in (("t0", t0), ("t1", t1)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"{name}: received {v!r}, expected a finite number")
+    if not t1 > t0:
+        raise ValueError(f"t1: received {t1!r}, expected t1 > t0 = {t0!r}")
+    for name, v in (("atol", atol), ("rtol", rtol)):
+        _positive(name, v, allow_zero=True)
+    _positive("divergence_bound", divergence_bound)
+    _positive("check_every", check_every, integer=True)
+    t0, t1 = float(t0), float(t1)
+
+    if method in ADAPTIVE:
+        from .adapter import solve_adaptive
+        return solve_adaptive(vector_field, layout, y0, t0, t1, method=method, dt=dt,
+                              save_every=save_every, save_at=save_at, rtol=adaptive_rtol,
+                              atol=adaptive_atol, steady_atol=atol, steady_rtol=rtol,
+                              steady_state=steady_state, divergence_bound=divergence_bound,
+                              observe=observe)
+    tableau = get_method(method)
+    if dt is None:
+        raise ValueError(f"dt: received None, expected a step size > 0 for method {method!r}")
+    _positive("dt", dt)
+    dt = float(dt)
+    n_steps = max(1, math.ceil((t1 - t0) / dt - 1e-9))
+    times, plan = _save_plan(t0, t1, dt, n_steps, save_every, save_at)
+    slot_steps = sorted((j, s) for j, ss in plan.items() for s, _ in ss)
+    slot_steps = [j for j, _ in slot_steps]
+
+    S = layout.replicas
+    leak = None
+    if tableau.exponential and leak_fn is not None:
+        rates = leak_fn(y0)
+        leak = layout.pack({n: torch.as_tensor(rates.get(n, 0.0), dtype=layout.dtype,
+                                               device=layout.device).expand_as(y0[n])
+                            for n in layout.names})
+
+    def flat_field(t: float, y: torch.Tensor) -> torch.Tensor:
+        return layout.pack(vector_field(t, layout.unpack(y)))
+
+    record: Callable[[torch.Tensor], torch.Tensor]
+    if observe is None:
+        rec_layout, record = layout, (lambda y: y)
+    else:
+        rec_layout = Layout(observe(dict(y0)))
+
+        def record(y: torch.Tensor) -> torch.Tensor:
+            return rec_layout.pack(observe(layout.unpack(y)))
+
+    y = layout.pack(y0)
+    buffer = torch.empty(len(times), S, rec_layout.size, dtype=layout.dtype, device=layout.device)
+    y_good = y.clone()
+    active = torch.ones(S, dtype=torch.bool, device=layout.device)
+    status = torch.full((S,), int(Status.REACHED_T1), dtype=torch.int8, device=layout.device)
+    t_stop = torch.full((S,), t1, dtype=layout.dtype, device=layout.device)
+    first_unchecked_slot = 0
+    evaluations = 0
+    start = time.perf_counter()
+    bar = tqdm(total=n_steps, disable=(None if progress is None else not progress),
+               unit="step", leave=False, desc=f"solve[{method}]")
+    i = 0
+    k1 = None
+    while i < n_steps:
+        chunk_end = min(i + check_every, n_steps)
+        while i < chunk_end:
+            t = t0 + i * dt
+            h = min(dt, t1 - t)
+            y_new, k1 = rk_step(tableau, flat_field, t, y, h, leak)
+            evaluations += tableau.stages
+            y_next = torch.where(active[:, None], y_new, y)
+            saves = plan.get(i)
+            if saves:
+                for slot, w in saves:
+                    buffer[slot] = record(y if w == 0.0 else torch.lerp(y, y_next, w))
+            y_prev, y = y, y_next
+            i += 1
+        # -- per-replica stopping, once per chunk ------------------------------------------
+        t = min(t0 + i * dt, t1)
+        bad = ~(torch.isfinite(y).all(dim=1) & (y.abs().amax(dim=1) <= divergence_bound))
+        newly_diverged = active & bad
+        y = torch.where(newly_diverged[:, None], y_good, y)
+        newly_converged = torch.zeros_like(active)
+        if steady_state:
+            rate = torch.linalg.vector_norm(k1, dim=1)
+            scale = atol + rtol * torch.linalg.vector_norm(y_prev, dim=1)
+            newly_converged = active & ~bad & (rate <= scale)
+        status = torch.where(newly_diverged, int(Status.DIVERGED), status).to(torch.int8)
+        status = torch.where(newly_converged, int(Status.CONVERGED), status).to(torch.int8)
+        stopped = newly_diverged | newly_converged
+        t_stop = torch.where(stopped, torch.as_tensor(t, dtype=layout.dtype), t_stop)
+        active = active & ~stopped
+        last_slot = bisect.bisect_left(slot_steps, i) - 1   # slots recorded so far
+        any_active, any_diverged = torch.stack([active.any(), newly_diverged.any()]).tolist()
+        if any_diverged and last_slot >= first_unchecked_slot:
+            rows = slice(first_unchecked_slot, last_slot + 1)
+            buffer[rows] = torch.where(newly_diverged[None, :, None], record(y_good)[None],
+                                       buffer[rows])
+        first_unchecked_slot = last_slot + 1
+        y_good.copy_(y)
+        bar.update(chunk_end - bar.n)
+        if not any_active:
+            break
+    bar.close()
+    # Slots after an early exit hold the frozen state; the slot at n_steps holds y(t1).
+    if first_unchecked_slot < len(times):
+        buffer[first_unchecked_slot:] = record(y)
+    seconds = time.perf_counter() - start
+    return Solution(
+        ts=torch.tensor(times, dtype=layout.dtype, device=layout.device),
+        ys=rec_layout.unpack(buffer), y1={k: v.clone() for k, v in layout.unpack(y).items()},
+        status=status.long(), t_stop=t_stop,
+        stats={"steps": i, "evaluations": evaluations, "seconds": seconds, "method": method,
+               "dt": dt, "replicas": S})
