@@ -68,8 +68,11 @@ def angle(a: torch.Tensor | Sequence[torch.Tensor], b: torch.Tensor | Sequence[t
         return torch.cat([t.flatten(-dims) for t in xs], dim=-1)
     fa, fb = flat(a), flat(b)
     fa, fb = torch.broadcast_tensors(fa, fb)
-    cos = (fa * fb).sum(-1) / (fa.norm(dim=-1) * fb.norm(dim=-1)).clamp_min(1e-300)
-    return torch.rad2deg(torch.arccos(cos.clamp(-1.0, 1.0)))
+    tiny = torch.finfo(fa.dtype).tiny
+    ua = fa / fa.norm(dim=-1, keepdim=True).clamp_min(tiny)
+    ub = fb / fb.norm(dim=-1, keepdim=True).clamp_min(tiny)
+    # 2·atan2(‖â − b̂‖, ‖â + b̂‖) is accurate near 0° and 180°, where arccos(cos) is not.
+    return torch.rad2deg(2 * torch.atan2((ua - ub).norm(dim=-1), (ua + ub).norm(dim=-1)))
 
 
 def alignment(fwd: Forward, deltas: Sequence[torch.Tensor],

@@ -158,8 +158,9 @@ class DynamicInversion(_InversionCircuit):
             constants; each a number or S numbers (one per replica).
         feedback: ``"transpose"`` (B_ℓ = −W_ℓᵀ, stable for every α ≥ 0), ``"random"`` (Gaussian,
             seeded by ``feedback_seed``), or a list of ``B_ℓ`` tensors ``[S, n_{ℓ-1}, n_ℓ]``.
-        stabilise: descend the smoothed spectral abscissa of each loop's linearisation until it
-            is stable (see :func:`circuits.stability.stabilise_feedback`).
+        stabilise: descend the smoothed spectral abscissa of each loop's linearisation until its
+            spectral abscissa is below ``−stability_margin`` (see
+            :func:`circuits.stability.stabilise_feedback`); replicas already stable are kept.
 
     State: ``u_ℓ`` (controller, ℓ = 2..L) and ``delta_ℓ`` (error population, ℓ = 1..L-1), all
     ``[S, B, n]``. Observed as well: ``fb_ℓ`` (the feedback ``B_{ℓ+1} u_{ℓ+1}`` delivered to
@@ -170,7 +171,7 @@ class DynamicInversion(_InversionCircuit):
                  target: torch.Tensor | None = None, *, output_error: torch.Tensor | None = None,
                  alpha=1e-3, k_i=1.0, k_p=0.0, tau_u=1.0, tau_delta=1.0,
                  feedback: str | Sequence[torch.Tensor] = "transpose", feedback_seed: int = 0,
-                 stabilise: bool = False):
+                 stabilise: bool = False, stability_margin: float = 1e-2):
         super().__init__(network, x, target, output_error, alpha, k_i, k_p, tau_u, tau_delta)
         net = self.network
         shapes = [(net.widths[l - 1], net.widths[l]) for l in range(2, net.L + 1)]
@@ -179,7 +180,7 @@ class DynamicInversion(_InversionCircuit):
             feedback_seed)
         if stabilise:
             from .stability import stabilise_feedback
-            self.feedback = [stabilise_feedback(self.loop_matrix, l, B)
+            self.feedback = [stabilise_feedback(self.loop_matrix, l, B, margin=stability_margin)
                              for l, B in zip(range(2, net.L + 1), self.feedback)]
         self._Wt = {l: net.weights[l - 1].transpose(-1, -2).contiguous()
                     for l in range(2, net.L + 1)}

@@ -1,0 +1,180 @@
+"""YAML configs whose sections map one-to-one onto constructor (or function) arguments.
+
+A demo declares a :class:`Schema`: which top-level *sections* it accepts, each bound to the
+callable its keys are passed to (``network`` → :class:`circuits.ForwardNetwork`, ``solver`` →
+:func:`solvers.solve`, ...), plus a few *demo-level* keys (``seed``, ...) with their defaults.
+Section keys are checked against the callable's signature (:func:`inspect.signature`), so the
+valid keys are always the real arguments; unknown sections and keys are errors that name what
+was received and list what is valid. Arguments the demo supplies itself (the network object,
+the input ``x``, the state ``y0`` ...) are excluded from a section's valid keys.
+
+Typical use::
+
+    schema = Schema(sections={"network": Section(ForwardNetwork)}, demo={"seed": 0})
+    config = load_config("configs/settle.yaml", schema, defaults=load_config(default_path, schema))
+    net = ForwardNetwork(**config["network"])
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+import yaml
+
+Config = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Section:
+    """A config section: its keys are keyword arguments of ``target``.
+
+    ``exclude`` names the parameters the demo passes itself (not configurable).
+    """
+
+    target: Callable[..., Any]
+    exclude: tuple[str, ...] = ()
+
+    def parameters(self) -> dict[str, inspect.Parameter]:
+        params = inspect.signature(self.target).parameters
+        return {name: p for name, p in params.items()
+                if name not in self.exclude and name != "self"
+                and p.kind not in (inspect.Parameter.VAR_POSITIONAL,
+                                   inspect.Parameter.VAR_KEYWORD)}
+
+    def valid_keys(self) -> list[str]:
+        return list(self.parameters())
+
+    @property
+    def target_name(self) -> str:
+        module = getattr(self.target, "__module__", "")
+        name = getattr(self.target, "__qualname__", repr(self.target))
+        return f"{module}.{name}" if module else name
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What a demo's config may contain: sections (→ callables) and demo-level keys."""
+
+    sections: Mapping[str, Section]
+    demo: Mapping[str, Any] = field(default_factory=dict)
+
+    def valid_top_level(self) -> list[str]:
+        return list(self.sections) + list(self.demo)
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-12`` as a float (YAML 1.1 wants ``1.0e-12``), so a
+    tolerance written the usual way does not silently become a string."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                   |\.[0-9_]+(?:[eE][-+][0-9]+)?
+                   |[-+]?\.(?:inf|Inf|INF)
+                   |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def read_yaml(path: str | Path) -> Config:
+    """The mapping in a YAML file (an empty file is an empty config)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"config: received {str(path)!r}, which is not a file (resolved: {path.resolve()}); "
+            "expected the path of a YAML config, e.g. configs/settle.yaml")
+    with path.open() as fh:
+        try:
+            data = yaml.load(fh, Loader=_Loader)
+        except yaml.YAMLError as err:
+            raise ValueError(f"config {str(path)!r}: not valid YAML ({err})") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config {str(path)!r}: received a YAML {type(data).__name__}, "
+                         "expected a mapping of sections (network:, solver:, ...)")
+    return data
+
+
+def _coerce(section: str, key: str, value: Any, param: inspect.Parameter) -> Any:
+    """YAML has no torch dtypes: ``dtype: float64`` becomes ``torch.float64``."""
+    if isinstance(param.default, torch.dtype) or key == "dtype":
+        if isinstance(value, torch.dtype):
+            return value
+        dtype = getattr(torch, value, None) if isinstance(value, str) else None
+        if not isinstance(dtype, torch.dtype):
+            raise ValueError(f"config section {section!r}, key {key!r}: received {value!r}, "
+                             "expected a torch dtype name such as float64 or float32")
+        return dtype
+    return value
+
+
+def validate(config: Mapping[str, Any], schema: Schema) -> Config:
+    """Check ``config`` against ``schema`` and return a copy with values coerced.
+
+    Raises ``ValueError`` naming the offending section / key and listing the valid ones.
+    """
+    if not isinstance(config, Mapping):
+        raise ValueError(f"config: received {type(config).__name__}, expected a mapping of "
+                         f"sections; valid top-level keys: {schema.valid_top_level()}")
+    out: Config = {}
+    for name, value in config.items():
+        if name in schema.sections:
+            section = schema.sections[name]
+            if value is None:
+                value = {}
+            if not isinstance(value, Mapping):
+                raise ValueError(f"config section {name!r}: received {type(value).__name__} "
+                                 f"{value!r}, expected a mapping of keyword arguments of "
+                                 f"{section.target_name}; valid keys: {section.valid_keys()}")
+            params = section.parameters()
+            checked = {}
+            for key, v in value.items():
+                if key not in params:
+                    raise ValueError(
+                        f"config section {name!r}: unknown key {key!r} (the keys are keyword "
+                        f"arguments of {section.target_name}); valid keys: "
+                        f"{section.valid_keys()}")
+                checked[key] = _coerce(name, key, v, params[key])
+            out[name] = checked
+        elif name in schema.demo:
+            out[name] = copy.deepcopy(value)
+        else:
+            raise ValueError(f"config: unknown section {name!r}; valid sections: "
+                             f"{list(schema.sections)}, valid demo-level keys: "
+                             f"{list(schema.demo)}")
+    return out
+
+
+def merge(defaults: Mapping[str, Any], override: Mapping[str, Any] | None) -> Config:
+    """``override`` over ``defaults``: sections merge key by key, other values are replaced."""
+    out = copy.deepcopy(dict(defaults))
+    for name, value in (override or {}).items():
+        if isinstance(value, Mapping) and isinstance(out.get(name), Mapping):
+            out[name] = {**out[name], **copy.deepcopy(dict(value))}
+        else:
+            out[name] = copy.deepcopy(value)
+    return out
+
+
+def load_config(source: str | Path | Mapping[str, Any] | None, schema: Schema,
+                defaults: Mapping[str, Any] | None = None) -> Config:
+    """A validated config: ``source`` (a YAML path, a mapping, or None) merged over
+    ``defaults`` (already validated, or validated here) and the schema's demo-level defaults."""
+    if source is None:
+        given: Config = {}
+    elif isinstance(source, Mapping):
+        given = dict(source)
+    else:
+        given = read_yaml(source)
+    base = merge(dict(schema.demo), validate(defaults or {}, schema))
+    return merge(base, validate(given, schema))
+
+
+__all__ = ["Config", "Section", "Schema", "read_yaml", "validate", "merge", "load_config"]

@@ -1,0 +1,348 @@
+"""Settling demo: DI, SDI and DFC settle on one example, against their closed forms.
+
+    python -m demos.settle [--config configs/settle.yaml] --out DIR
+
+A small tanh network (``network`` section) sees one seeded example ``x ~ N(0, I)`` with target
+``y ~ N(0, I)``. Each circuit (layer-wise dynamic inversion, single-loop DI, deep feedback
+control; SPEC §1, §2) is integrated from its initial state until it settles (per-replica
+steady-state detection of :func:`solvers.solve`), and its final state is compared with its closed
+form: NDI for DI, the linear-carry inversion of the whole path for SDI (both exact), and for DFC
+the steady state linearised about the feed-forward pass (exact as the nudge → 0, so the config
+keeps the nudge small). For DFC the forward state ``v`` is O(1) while the nudge moves it by
+O(nudge), so its error is measured on the deviation from the feed-forward pass, ``v − v_ff``.
+
+Writes ``DIR/<circuit>.png`` (each population over time, closed forms dashed, and the angle of
+the implied weight update to backprop, pseudo-backprop, Gauss-Newton and, for DI with random
+feedback, feedback alignment) and ``DIR/summary.json``::
+
+    {"circuits": {NAME: {"status", "relative_error_to_closed_form", "settle_time", ...}}, ...}
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+from circuits import DynamicInversion, ForwardNetwork, SingleLoopDynamicInversion
+from circuits.credit import alignment, reference_credits
+from circuits.feedback_control import DeepFeedbackControl
+from solvers import solve
+
+from .config import Config, Schema, Section, load_config, read_yaml
+from .plots import Trace, settling_figure
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "settle.yaml"
+_CIRCUIT_INPUTS = ("network", "x", "target", "output_error")
+_SOLVE_SUPPLIED = ("f", "y0", "save_every", "save_at", "observe")
+
+
+# -- what each circuit needs beyond the generic code ------------------------------------------
+
+@dataclass(frozen=True)
+class CircuitSpec:
+    """How the demo builds one circuit and reads its closed form.
+
+    section:      config section holding the constructor's keyword arguments; its solver
+                  overrides live in ``<section>_solver``.
+    closed_form:  ``(circuit, y1) -> (state, derived)``: the closed-form steady state keyed like
+                  the state, and closed forms of derived populations (feedback, output error).
+    offset:       ``circuit -> {state key: tensor}`` subtracted before comparing and plotting
+                  (DFC: the feed-forward pre-activations).
+    derived:      ``circuit -> [(observed key, role, layer)]`` plotted besides the state.
+    exact:        whether the closed form is exact (else a linearisation).
+    title_keys:   constructor arguments shown in the figure title.
+    """
+
+    cls: type
+    section: str
+    closed_form: Callable[[Any, Mapping[str, torch.Tensor]], tuple[dict, dict]]
+    offset: Callable[[Any], dict[str, torch.Tensor]]
+    derived: Callable[[Any], list[tuple[str, str, int]]]
+    exact: bool
+    title_keys: tuple[str, ...]
+
+
+def _state_only(circuit, star: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    names = {p.name for p in circuit.populations}
+    return {k: v for k, v in star.items() if k in names}
+
+
+def _inversion_closed_form(circuit, y1):
+    star = _state_only(circuit, circuit.steady_state())
+    observed = circuit.observe({**y1, **star})          # complete missing keys with the state
+    derived = {k: v for k, v in observed.items() if k.startswith("fb_")}
+    return star, derived
+
+
+def _dfc_closed_form(circuit, y1):
+    full = circuit.steady_state()
+    star = _state_only(circuit, full)
+    u = full["u_total"]
+    # At the fixed point e = α̃ u exactly; evaluating r_L* − φ(v_L*) at the linearised v* would
+    # add an O(nudge²) error to a quantity that is itself only O(α̃ · nudge).
+    derived = {"e": circuit.alpha_tilde * u}
+    for l, Q in enumerate(circuit.feedback, start=1):
+        derived[f"fb_{l}"] = u @ Q.transpose(-1, -2)
+    return star, derived
+
+
+def _feedback_pops(circuit) -> list[tuple[str, str, int]]:
+    keys = sorted(k for k in circuit.observe(circuit.initial_state()) if k.startswith("fb_"))
+    return [(k, "feedback", int(k.split("_")[1])) for k in keys]
+
+
+CIRCUITS: dict[str, CircuitSpec] = {
+    "DI": CircuitSpec(DynamicInversion, "dynamic_inversion", _inversion_closed_form,
+                      lambda c: {}, _feedback_pops, True,
+                      ("alpha", "k_i", "k_p", "tau_u", "tau_delta", "feedback")),
+    "SDI": CircuitSpec(SingleLoopDynamicInversion, "single_loop", _inversion_closed_form,
+                       lambda c: {}, _feedback_pops, True,
+                       ("alpha", "k_i", "k_p", "tau_u", "tau_delta", "feedback", "carry")),
+    "DFC": CircuitSpec(DeepFeedbackControl, "feedback_control", _dfc_closed_form,
+                       lambda c: {f"v_{l}": a for l, a in enumerate(c.forward.a, start=1)},
+                       lambda c: [("e", "error", c.network.L)] + _feedback_pops(c), False,
+                       ("target_mode", "nudge", "alpha", "k_p", "tau_v", "tau_u", "leak",
+                        "feedback")),
+}
+
+_sections: dict[str, Section] = {
+    "network": Section(ForwardNetwork, exclude=("weights", "biases")),
+    "references": Section(reference_credits, exclude=("net", "fwd", "delta_L", "feedback")),
+    "solver": Section(solve, exclude=_SOLVE_SUPPLIED),
+}
+for _spec in CIRCUITS.values():
+    _sections[_spec.section] = Section(_spec.cls, exclude=_CIRCUIT_INPUTS)
+    _sections[f"{_spec.section}_solver"] = Section(solve, exclude=_SOLVE_SUPPLIED)
+
+SCHEMA = Schema(sections=_sections, demo={
+    "seed": 0,                           # seed of the example (x, target)
+    "circuits": list(CIRCUITS),          # which circuits to run, in order
+    "points": 300,                       # saved time points (log-spaced)
+    "tolerance": 1e-3,                   # relative error to the closed form that counts as a pass
+    "plot_until": 3.0,                   # plot up to this multiple of the settle time
+})
+
+PRETTY = {"alpha": "α", "tau_u": "τ_u", "tau_delta": "τ_δ", "tau_v": "τ_v", "k_i": "k_i",
+          "k_p": "k_p"}
+
+
+def load(config: str | Path | Mapping[str, Any] | None = None) -> Config:
+    """The settle config: ``config`` (path, mapping or None) over ``configs/settle.yaml``."""
+    return load_config(config, SCHEMA, defaults=read_yaml(DEFAULT_CONFIG))
+
+
+# -- one circuit ------------------------------------------------------------------------------
+
+def _signature_defaults(section: Section) -> dict[str, Any]:
+    return {k: p.default for k, p in section.parameters().items()
+            if p.default is not p.empty}
+
+
+def _solver_kwargs(config: Config, section: str) -> dict[str, Any]:
+    kwargs = {"progress": False, **config.get("solver", {}),
+              **config.get(f"{section}_solver", {})}
+    for key in ("t0", "t1"):
+        if key not in kwargs:
+            raise ValueError(f"config sections 'solver' / '{section}_solver': missing {key!r}, "
+                             "expected the time span (t0, t1) of the settle")
+    return kwargs
+
+
+def _save_times(t0: float, t1: float, dt: float | None, points: int) -> list[float]:
+    first = dt if dt else (t1 - t0) * 1e-5
+    logs = np.logspace(math.log10(first), math.log10(t1 - t0), max(points - 1, 2))
+    return [t0] + sorted({float(t0 + s) for s in logs if 0 < s <= t1 - t0})
+
+
+def _relative_error(y: Mapping[str, torch.Tensor], star: Mapping[str, torch.Tensor],
+                    offset: Mapping[str, torch.Tensor]) -> float:
+    keys = sorted(star)
+    diff = torch.cat([(y[k] - star[k]).reshape(-1) for k in keys])
+    ref = torch.cat([(star[k] - offset.get(k, 0)).reshape(-1) for k in keys])
+    return float(diff.norm() / ref.norm().clamp_min(1e-300))
+
+
+def _title(name: str, spec: CircuitSpec, params: Mapping[str, Any], net_cfg: Mapping[str, Any],
+           solver: Mapping[str, Any], result: Mapping[str, Any]) -> str:
+    shown = ", ".join(f"{PRETTY.get(k, k)}={params[k]:g}" if isinstance(params[k], float)
+                      else f"{PRETTY.get(k, k)}={params[k]}" for k in spec.title_keys
+                      if k in params)
+    net = (f"widths {net_cfg.get('widths')}, {net_cfg.get('activation', 'tanh')} hidden, "
+           f"{net_cfg.get('output_activation', 'linear')} output")
+    stop = result["stopped_at"]
+    settle = {"converged": f"settled at t = {stop:g}", "diverged": f"diverged at t = {stop:g}"
+              }.get(result["status"], f"not settled by t1 = {stop:g}")
+    return (f"{name} ({spec.cls.__name__}) on {net}\n{shown}\n"
+            f"{solver.get('method', 'euler')} dt={solver.get('dt')}: {settle}, "
+            f"relative error to closed form {result['relative_error_to_closed_form']:.2e}"
+            + ("" if spec.exact else " (linearised)"))
+
+
+def run_circuit(name: str, config: Config, net: ForwardNetwork, x: torch.Tensor,
+                target: torch.Tensor, out: Path) -> dict[str, Any]:
+    """Settle one circuit, compare with its closed form, plot; return its summary entry."""
+    spec = CIRCUITS[name]
+    kwargs = dict(config.get(spec.section, {}))
+    circuit = spec.cls(net, x, target, **kwargs)
+    solver = _solver_kwargs(config, spec.section)
+    save_at = _save_times(solver["t0"], solver["t1"], solver.get("dt"), config["points"])
+    sol = solve(circuit, circuit.initial_state(), save_at=save_at, **solver)
+
+    y1 = sol.y1
+    star, derived_star = spec.closed_form(circuit, y1)
+    offset = spec.offset(circuit)
+    status = sol.status_names()[0]
+    settle_time = float(sol.t_stop[0]) if status == "converged" else None
+    error = _relative_error(y1, star, offset)
+
+    # alignment of the implied weight update with the closed-form baselines, over time
+    feedback = None
+    if name == "DI" and kwargs.get("feedback", "transpose") != "transpose":
+        feedback = circuit.feedback
+    refs = reference_credits(circuit.network, circuit.forward, circuit.delta_L,
+                             feedback=feedback, **config.get("references", {}))
+    angles = {k: v[:, 0].cpu().numpy() for k, v in
+              alignment(circuit.forward, circuit.credits(sol.ys), refs).items()}
+
+    # the figure: state populations (minus offset) and derived ones, closed forms dashed
+    ts = sol.ts.cpu().numpy()
+    observed = circuit.observe(sol.ys)
+    traces = []
+    for pop in circuit.populations:
+        values = observed[pop.name] - offset.get(pop.name, 0)
+        cf = star.get(pop.name)
+        label = f"{pop.name} − {pop.name}^ff" if pop.name in offset else pop.name
+        traces.append(Trace(label, pop.role.value, pop.layer, values[:, 0, 0].cpu().numpy(),
+                            None if cf is None else
+                            (cf - offset.get(pop.name, 0))[0, 0].cpu().numpy()))
+    for key, role, layer in spec.derived(circuit):
+        cf = derived_star.get(key)
+        traces.append(Trace(key, role, layer, observed[key][:, 0, 0].cpu().numpy(),
+                            None if cf is None else cf[0, 0].cpu().numpy()))
+    if settle_time is not None:
+        shown = ts <= max(settle_time * config["plot_until"], float(ts[1]) * 10)
+    else:
+        shown = np.ones_like(ts, dtype=bool)
+    for trace in traces:
+        trace.values = trace.values[shown]
+
+    params = {**_signature_defaults(SCHEMA.sections[spec.section]), **kwargs}
+    result: dict[str, Any] = {
+        "status": status,
+        "relative_error_to_closed_form": error,
+        "settle_time": settle_time,
+        "stopped_at": float(sol.t_stop[0]),
+        "within_tolerance": bool(status == "converged" and error <= config["tolerance"]),
+        "closed_form": "exact" if spec.exact else "linearised about the feed-forward pass",
+        "steps": int(sol.stats["steps"]),
+        "evaluations": int(sol.stats["evaluations"]),
+        "seconds": float(sol.stats["seconds"]),
+        "method": sol.stats["method"],
+        "dt": sol.stats["dt"],
+        "t1": float(solver["t1"]),
+        "final_angles_deg": {k: float(v[-1]) for k, v in angles.items()},
+        "figure": f"{name}.png",
+        "parameters": _jsonable(params),
+    }
+    settling_figure(out / f"{name}.png", ts[shown], traces,
+                    {k: v[shown] for k, v in angles.items()},
+                    title=_title(name, spec, params, config["network"], solver, result),
+                    settle_time=settle_time,
+                    panel_labels={"forward": "forward\n(v − v_ff)"} if offset else None)
+    return result
+
+
+# -- the demo ---------------------------------------------------------------------------------
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, torch.dtype):
+        return str(value).removeprefix("torch.")
+    return repr(value)
+
+
+def example(config: Config, net: ForwardNetwork) -> tuple[torch.Tensor, torch.Tensor]:
+    """One seeded example: ``x ~ N(0, I)``, ``target ~ N(0, I)``, each ``[1, n]``."""
+    g = torch.Generator().manual_seed(int(config["seed"]))
+    x = torch.randn(1, net.widths[0], generator=g, dtype=torch.float64)
+    target = torch.randn(1, net.widths[-1], generator=g, dtype=torch.float64)
+    return x.to(net.dtype), target.to(net.dtype)
+
+
+def run(config: str | Path | Mapping[str, Any] | None, out: str | Path) -> dict[str, Any]:
+    """Run the demo into ``out``; ``config`` is a YAML path, a mapping or None, merged over
+    ``configs/settle.yaml``. Returns the summary (also written to ``out/summary.json``)."""
+    config = load(config)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    unknown = [c for c in config["circuits"] if c not in CIRCUITS]
+    if unknown:
+        raise ValueError(f"config key 'circuits': received {unknown}, expected names from "
+                         f"{list(CIRCUITS)}")
+    net = ForwardNetwork(**config["network"])
+    x, target = example(config, net)
+    summary: dict[str, Any] = {"circuits": {}}
+    for name in config["circuits"]:
+        summary["circuits"][name] = run_circuit(name, config, net, x, target, out)
+    summary["all_within_tolerance"] = all(c["within_tolerance"]
+                                          for c in summary["circuits"].values())
+    summary["tolerance"] = config["tolerance"]
+    summary["config"] = _jsonable(config)
+    with (out / "summary.json").open("w") as fh:
+        json.dump(summary, fh, indent=2, allow_nan=False)
+    return summary
+
+
+def report(summary: Mapping[str, Any]) -> str:
+    """A short table of the summary."""
+    rows = [("circuit", "status", "rel. error", "settle time", "steps", "seconds",
+             "∠ backprop", "∠ Gauss-Newton")]
+    for name, c in summary["circuits"].items():
+        angles = c.get("final_angles_deg", {})
+        rows.append((name, c["status"], f"{c['relative_error_to_closed_form']:.2e}",
+                     "—" if c["settle_time"] is None else f"{c['settle_time']:g}",
+                     str(c.get("steps", "")), f"{c.get('seconds', float('nan')):.2f}",
+                     f"{angles.get('backprop', float('nan')):.1f}°",
+                     f"{angles.get('gauss_newton', float('nan')):.1f}°"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    verdict = ("every circuit converged within" if summary.get("all_within_tolerance")
+               else "NOT every circuit converged within")
+    lines.append(f"{verdict} {summary.get('tolerance', 1e-3):g} of its closed form")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m demos.settle", description=__doc__.split(
+        "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG),
+                        help="YAML config merged over configs/settle.yaml (default: that file)")
+    parser.add_argument("--out", required=True, help="output folder (created if missing)")
+    args = parser.parse_args(argv)
+    try:
+        config = load(args.config)
+    except (OSError, ValueError) as err:
+        parser.error(str(err))
+    summary = run(config, args.out)
+    print(report(summary))
+    print(f"figures and summary.json in {args.out}")
+    return 0 if summary["all_within_tolerance"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""The demos run end to end: the settling demo against its closed forms, the tour, and configs."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from demos import config as cfg
+from demos import settle, tour
+
+CIRCUITS = ("DI", "SDI", "DFC")
+KEYS = ("status", "relative_error_to_closed_form", "settle_time")
+
+
+@pytest.fixture(scope="module")
+def settled(tmp_path_factory):
+    out = tmp_path_factory.mktemp("settle")
+    return out, settle.run(None, out)
+
+
+def test_settle_every_circuit_converges_to_its_closed_form(settled):
+    _, summary = settled
+    assert set(summary["circuits"]) == set(CIRCUITS)
+    for name, result in summary["circuits"].items():
+        assert result["status"] == "converged", name
+        assert result["relative_error_to_closed_form"] <= 1e-3, name
+        assert result["settle_time"] is not None and 0 < result["settle_time"] < result["t1"]
+    assert summary["all_within_tolerance"]
+
+
+def test_settle_writes_summary_and_figures(settled):
+    out, summary = settled
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["circuits"].keys() == summary["circuits"].keys()
+    for name in CIRCUITS:
+        entry = on_disk["circuits"][name]
+        for key in KEYS:
+            assert key in entry, (name, key)
+        assert isinstance(entry["status"], str)
+        assert isinstance(entry["relative_error_to_closed_form"], float)
+        assert isinstance(entry["settle_time"], float)
+        assert set(entry["final_angles_deg"]) >= {"backprop", "pseudo_backprop", "gauss_newton"}
+        png = out / f"{name}.png"
+        assert png.is_file() and png.stat().st_size > 10_000, png
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_settle_report_is_a_table(settled):
+    _, summary = settled
+    text = settle.report(summary)
+    for name in CIRCUITS:
+        assert name in text
+    assert "converged" in text
+
+
+def test_settle_config_override_selects_circuits(tmp_path):
+    path = tmp_path / "dfc.yaml"
+    path.write_text("circuits: [DFC]\nfeedback_control:\n  nudge: 1e-3\n")
+    summary = settle.run(path, tmp_path / "out")
+    assert list(summary["circuits"]) == ["DFC"]
+    assert summary["config"]["feedback_control"]["nudge"] == 1e-3   # '1e-3' read as a float
+    assert summary["config"]["feedback_control"]["tau_v"] == 0.2    # the rest from defaults
+    assert summary["circuits"]["DFC"]["relative_error_to_closed_form"] <= 1e-3
+    assert (tmp_path / "out" / "DFC.png").is_file()
+    assert not (tmp_path / "out" / "DI.png").exists()
+
+
+def test_tour_runs_settle_into_its_folder(tmp_path):
+    summary = tour.run(tmp_path)
+    assert list(summary) == [s.name for s in tour.STEPS]
+    assert summary["settle"]["passed"]
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    for name in CIRCUITS:
+        assert on_disk["settle"]["circuits"][name]["status"] == "converged"
+        assert (tmp_path / "settle" / f"{name}.png").stat().st_size > 0
+    assert (tmp_path / "settle" / "summary.json").is_file()
+    assert "settle: ok" in tour.report(summary)
+
+
+def test_tour_records_a_failing_step_and_goes_on(tmp_path, monkeypatch):
+    def broken(config, out):
+        raise RuntimeError("boom")
+    monkeypatch.setattr(tour, "STEPS", [tour.Step("broken", broken, str)])
+    summary = tour.run(tmp_path)
+    assert summary["broken"]["status"] == "failed" and "boom" in summary["broken"]["error"]
+    assert "FAILED" in tour.report(summary)
+    with pytest.raises(ValueError, match="steps: received \\['nope'\\]"):
+        tour.run(tmp_path, steps=["nope"])
+
+
+# -- configs ---------------------------------------------------------------------------------
+
+def test_config_unknown_key_names_section_key_and_valid_keys():
+    with pytest.raises(ValueError, match=r"'dynamic_inversion'.*unknown key 'alfa'.*valid keys: "
+                                         r"\[.*'alpha'.*'k_i'.*\]"):
+        settle.load({"dynamic_inversion": {"alfa": 0.1}})
+    with pytest.raises(ValueError, match=r"'solver'.*unknown key 'dtt'.*'dt'.*'method'"):
+        settle.load({"solver": {"dtt": 0.1}})
+    # what the demo supplies itself is not a config key
+    with pytest.raises(ValueError, match=r"unknown key 'network'"):
+        settle.load({"feedback_control": {"network": None}})
+
+
+def test_config_unknown_section_lists_valid_sections():
+    with pytest.raises(ValueError, match=r"unknown section 'netwrok'.*valid sections: "
+                                         r"\[.*'network'.*'solver'.*\]"):
+        settle.load({"netwrok": {"widths": [2, 2]}})
+
+
+def test_config_missing_file_and_bad_values(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        settle.load(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(ValueError, match="expected a mapping"):
+        settle.load(bad)
+    with pytest.raises(ValueError, match=r"'network'.*'dtype'.*float64"):
+        settle.load({"network": {"dtype": "float65"}})
+    with pytest.raises(ValueError, match=r"section 'solver'.*expected a mapping"):
+        settle.load({"solver": 3})
+
+
+def test_config_merge_and_yaml_floats(tmp_path):
+    merged = cfg.merge({"a": {"x": 1, "y": 2}, "seed": 0}, {"a": {"y": 3}, "seed": 5})
+    assert merged == {"a": {"x": 1, "y": 3}, "seed": 5}
+    path = tmp_path / "c.yaml"
+    path.write_text("solver:\n  atol: 1e-12\n  rtol: 1.0e-10\n")
+    assert cfg.read_yaml(path)["solver"] == {"atol": 1e-12, "rtol": 1e-10}
+    defaults = settle.load(None)
+    assert defaults["network"]["widths"] == [4, 8, 6, 3]
+    assert defaults["single_loop"]["carry"] == "linear"
+    assert defaults["network"]["dtype"] is torch.float64
