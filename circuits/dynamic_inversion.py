@@ -84,13 +84,12 @@ class _InversionCircuit(Circuit):
             raise ValueError("target, output_error: received "
                              f"{'both' if target is not None else 'neither'}, expected exactly "
                              "one (a target gives δ_L = φ_L'(a_L) ⊙ (target − r_L))")
-        if target is not None:
-            self.delta_L = fwd.dphi[-1] * (net.output_like(target) - fwd.r[-1])
-        else:
-            self.delta_L = net.output_like(output_error, "output_error")
-        if self.delta_L.shape[1] != fwd.r[0].shape[1]:
-            raise ValueError(f"target: received {self.delta_L.shape[1]} examples, expected "
-                             f"B = {fwd.r[0].shape[1]} like x")
+        name = "target" if target is not None else "output_error"
+        given = net.output_like(target if target is not None else output_error, name)
+        if given.shape[1] != fwd.r[0].shape[1]:
+            raise ValueError(f"{name}: received {given.shape[1]} examples, expected B = "
+                             f"{fwd.r[0].shape[1]} like x")
+        self.delta_L = fwd.dphi[-1] * (given - fwd.r[-1]) if target is not None else given
         self.batch = fwd.r[0].shape[1]
 
     def _feedback(self, feedback, shapes: list[tuple[int, int]], default: list[torch.Tensor],
