@@ -241,8 +241,8 @@ def run_circuit(name: str, config: Config, net: ForwardNetwork, x: torch.Tensor,
         "stopped_at": float(sol.t_stop[0]),
         "within_tolerance": bool(status == "converged" and error <= config["tolerance"]),
         "closed_form": "exact" if spec.exact else "linearised about the feed-forward pass",
-        "steps": int(sol.stats["steps"]),
-        "evaluations": int(sol.stats["evaluations"]),
+        "steps": _int_or_none(sol.stats.get("steps")),          # None from adaptive methods
+        "evaluations": _int_or_none(sol.stats.get("evaluations")),
         "seconds": float(sol.stats["seconds"]),
         "method": sol.stats["method"],
         "dt": sol.stats["dt"],
@@ -273,6 +273,10 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, torch.dtype):
         return str(value).removeprefix("torch.")
     return repr(value)
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def example(config: Config, net: ForwardNetwork) -> tuple[torch.Tensor, torch.Tensor]:
@@ -315,7 +319,7 @@ def report(summary: Mapping[str, Any]) -> str:
         angles = c.get("final_angles_deg", {})
         rows.append((name, c["status"], f"{c['relative_error_to_closed_form']:.2e}",
                      "—" if c["settle_time"] is None else f"{c['settle_time']:g}",
-                     str(c.get("steps", "")), f"{c.get('seconds', float('nan')):.2f}",
+                     "—" if c.get("steps") is None else str(c["steps"]), f"{c.get('seconds', float('nan')):.2f}",
                      f"{angles.get('backprop', float('nan')):.1f}°",
                      f"{angles.get('gauss_newton', float('nan')):.1f}°"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

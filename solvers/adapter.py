@@ -48,7 +48,7 @@ def solve_adaptive(vector_field: Callable, layout: Layout, y0: State, t0: float,
     good_so_far = ok.long().cumprod(dim=0).bool()
     last_good = good_so_far.long().sum(dim=0).clamp(min=1) - 1                         # [S]
     diverged = ~good_so_far[-1]
-    fill = ys[last_good, torch.arange(layout.replicas)]
+    fill = ys[last_good, torch.arange(layout.replicas, device=ys.device)]
     ys = torch.where(good_so_far[..., None], ys, fill[None])
     y1 = ys[-1]
     status = torch.where(diverged, int(Status.DIVERGED), int(Status.REACHED_T1))
@@ -56,7 +56,8 @@ def solve_adaptive(vector_field: Callable, layout: Layout, y0: State, t0: float,
         rate = torch.linalg.vector_norm(flat_field(times[-1], y1), dim=1)
         settled = rate <= steady_atol + steady_rtol * torch.linalg.vector_norm(y1, dim=1)
         status = torch.where(~diverged & settled, int(Status.CONVERGED), status)
-    t_stop = torch.where(diverged, times.to(layout.device)[last_good], torch.tensor(t1))
+    t_stop = torch.where(diverged, times.to(layout.device)[last_good],
+                         torch.tensor(t1, dtype=layout.dtype))
     if observe is None:
         saved = layout.unpack(ys)
     else:
