@@ -10,7 +10,9 @@ Per replica, every ``check_every`` steps (one host sync per check, none inside a
   to its state at the previous check, frozen there, and the recorded points since that check are
   replaced by that state, so neither its saved trajectory nor any other replica sees a NaN.
 * **converged**: ``‖dy/dt‖₂ ≤ atol + rtol ‖y‖₂`` (norms over the replica's whole state). It is
-  frozen; its settle time is the time of the check that saw it.
+  frozen; its settle time is the time of the check that saw it. The distance still left to the
+  fixed point is about ``‖dy/dt‖ ×`` the slowest time constant: tighten the tolerances for slow
+  circuits when comparing against a closed form.
 * **reached_t1**: still running at ``t1``.
 
 Frozen replicas keep being carried through the batched arithmetic (that is what makes the batch
