@@ -4,6 +4,7 @@ from .activations import ACTIVATIONS, Activation, get_activation
 from .circuit import Circuit
 from .credit import (alignment, angle, backprop, cascade, feedback_alignment, gauss_newton,
                      pseudo_backprop, reference_credits, weight_updates)
+from .feedback_control import DeepFeedbackControl
 from .dynamic_inversion import DynamicInversion, SingleLoopDynamicInversion, effective_leak, invert
 from .network import Forward, ForwardNetwork
 from .parameters import Population, Role

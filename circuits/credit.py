@@ -42,15 +42,23 @@ def pseudo_backprop(net: ForwardNetwork, fwd: Forward, delta_L: torch.Tensor
 
 
 def gauss_newton(net: ForwardNetwork, fwd: Forward, delta_L: torch.Tensor,
-                 damping: float = 1e-3) -> list[torch.Tensor]:
-    """Damped Gauss-Newton credit per layer: ``J̄_ℓᵀ (J̄_ℓ J̄_ℓᵀ + λI)⁻¹ δ_L`` with
-    ``J̄_ℓ = ∂a_L/∂a_ℓ`` (λ = 0: minimum-norm pseudo-inverse; large λ: the gradient / λ)."""
-    out = []
-    for J in net.output_jacobians(fwd):
-        nL = J.shape[-2]
-        G = J @ J.transpose(-1, -2) + damping * torch.eye(nL, dtype=J.dtype, device=J.device)
-        out.append((J.transpose(-1, -2) @ torch.linalg.solve(G, delta_L[..., None]))[..., 0])
-    return out
+                 damping: float = 1e-3, joint: bool = False) -> list[torch.Tensor]:
+    """Damped Gauss-Newton credit: ``J̄_ℓᵀ (G + λI)⁻¹ δ_L`` with ``J̄_ℓ = ∂a_L/∂a_ℓ``.
+
+    Per layer (default) ``G = J̄_ℓ J̄_ℓᵀ``: each layer on its own takes the minimum-norm change
+    of its pre-activations that produces δ_L (SPEC §5's GN targets). ``joint=True`` uses
+    ``G = Σ_k J̄_k J̄_kᵀ``: the minimum-norm change spread over *all* layers at once, which is what
+    deep feedback control with ``Q = Jᵀ`` delivers as α → 0 (SPEC §2). λ = 0 gives pseudo-inverses,
+    large λ the gradient direction / λ."""
+    Js = net.output_jacobians(fwd)
+    nL = Js[-1].shape[-2]
+    eye = damping * torch.eye(nL, dtype=delta_L.dtype, device=delta_L.device)
+    if joint:
+        G = sum(J @ J.transpose(-1, -2) for J in Js) + eye
+        solved = torch.linalg.solve(G, delta_L[..., None])
+        return [(J.transpose(-1, -2) @ solved)[..., 0] for J in Js]
+    return [(J.transpose(-1, -2) @ torch.linalg.solve(J @ J.transpose(-1, -2) + eye,
+                                                       delta_L[..., None]))[..., 0] for J in Js]
 
 
 def weight_updates(fwd: Forward, deltas: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -101,7 +109,8 @@ def reference_credits(net: ForwardNetwork, fwd: Forward, delta_L: torch.Tensor,
     """The closed-form credit of every baseline, keyed by name (FA only if ``feedback`` given)."""
     refs = {"backprop": backprop(net, fwd, delta_L),
             "pseudo_backprop": pseudo_backprop(net, fwd, delta_L),
-            "gauss_newton": gauss_newton(net, fwd, delta_L, damping)}
+            "gauss_newton": gauss_newton(net, fwd, delta_L, damping),
+            "gauss_newton_joint": gauss_newton(net, fwd, delta_L, damping, joint=True)}
     if feedback is not None:
         refs["feedback_alignment"] = feedback_alignment(net, fwd, delta_L, feedback)
     return refs

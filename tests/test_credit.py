@@ -87,3 +87,14 @@ def test_alignment_monitor_over_a_settle():
     assert angle(torch.ones(2, 3), torch.ones(2, 3)).abs().max() < 1e-5
     assert abs(angle(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]), dims=1).item()
                - 90.0) < 1e-12
+
+
+def test_joint_gauss_newton_is_what_feedback_control_delivers():
+    """DFC with Q = Jᵀ (linear output) and a small leak delivers Q u* = joint GN credit."""
+    from circuits import DeepFeedbackControl
+    net, x, y = setup(S=1, B=1)
+    c = DeepFeedbackControl(net, x, y, nudge=1e-4, alpha=1e-6)
+    star = c.steady_state()
+    delivered = [star["u_total"] @ q.transpose(-1, -2) for q in c.feedback]
+    joint = gauss_newton(net, c.forward, c.delta_L, damping=1e-6, joint=True)
+    assert angle(delivered, joint).item() < 1e-6
