@@ -133,7 +133,7 @@ def run_handwritten(circuit, y0, steps: int, dt: float):
 
 
 def run_handwritten_flat(circuit, y0, steps: int, dt: float):
-    """The plain loop on ``solve``'s flat [S, D] state: pack / unpack and one add per step."""
+    """The plain loop on ``solve``'s flat state: pack / unpack and one add per step."""
     layout = Layout(y0)
     y = layout.pack(y0)
     for i in range(steps):
@@ -156,8 +156,9 @@ def run_torchdiffeq(circuit, steps: int, dt: float, device: torch.device,
 
     # float64 times (torchdiffeq's advice), so that its grid i·dt is the same as solve's.
     span = torch.tensor([0.0, steps * dt], dtype=torch.float64, device=device)
-    return torchdiffeq.odeint(f, layout.pack(y0), span, method="euler",
-                              options={"step_size": dt})[-1]
+    final = torchdiffeq.odeint(f, layout.pack(y0), span, method="euler",
+                               options={"step_size": dt})[-1]
+    return layout.pack_by_replica(layout.unpack(final))      # [1, D]
 
 
 # -- the benchmark ---------------------------------------------------------------------------------
@@ -311,7 +312,7 @@ def main(argv=None) -> dict:
     loop_total_with_build = (loop_total + statistics.median(build_times) * S if subset
                              else loop_measured + sum(build_times))
 
-    flat_solve = Layout(y0).pack(y_solve)[idx]
+    flat_solve = Layout(y0).pack_by_replica(y_solve)[idx]
     flat_loop = torch.cat(finals, dim=0)
     diff_loop = (flat_solve - flat_loop).abs().max().item()
     # the same, relative to each replica's own max |y| (float32 rounding grows with |y|)

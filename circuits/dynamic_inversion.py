@@ -24,7 +24,7 @@ from typing import Sequence
 import torch
 
 from .circuit import Circuit, State
-from .network import ForwardNetwork
+from .network import ForwardNetwork, affine, compact
 from .parameters import Population, Role, as_replica_parameter, resolve_replicas
 
 FEEDBACK = ("transpose", "random")
@@ -181,9 +181,9 @@ class DynamicInversion(_InversionCircuit):
             from .stability import stabilise_feedback
             self.feedback = [stabilise_feedback(self.loop_matrix, l, B, margin=stability_margin)
                              for l, B in zip(range(2, net.L + 1), self.feedback)]
-        self._Wt = {l: net.weights[l - 1].transpose(-1, -2).contiguous()
+        self._Wt = {l: compact(net.weights[l - 1]).transpose(-1, -2).contiguous()
                     for l in range(2, net.L + 1)}
-        self._Bt = {l: B.transpose(-1, -2).contiguous()
+        self._Bt = {l: compact(B).transpose(-1, -2).contiguous()
                     for l, B in zip(range(2, net.L + 1), self.feedback)}
         self.populations = (
             [Population(f"u_{l}", Role.CONTROLLER, net.widths[l], l) for l in range(2, net.L + 1)]
@@ -192,10 +192,10 @@ class DynamicInversion(_InversionCircuit):
     def vector_field(self, t: float, y: State) -> State:
         out = {}
         for l in range(2, self.network.L + 1):
-            e = torch.baddbmm(-self._credit_above(l, y), y[f"delta_{l - 1}"], self._Wt[l])
+            e = affine(y[f"delta_{l - 1}"], self._Wt[l], -self._credit_above(l, y))
             u = y[f"u_{l}"]
             out[f"u_{l}"] = (self.k_i * e - self.alpha * u) / self.tau_u
-            drive = torch.baddbmm(-y[f"delta_{l - 1}"], u + self.k_p * e, self._Bt[l])
+            drive = affine(u + self.k_p * e, self._Bt[l], -y[f"delta_{l - 1}"])
             out[f"delta_{l - 1}"] = drive / self.tau_delta
         return out
 
@@ -272,25 +272,25 @@ class SingleLoopDynamicInversion(_InversionCircuit):
         given = [feedback] if isinstance(feedback, torch.Tensor) else feedback
         self.feedback = self._feedback(given, [(net.widths[1], net.widths[-1])],
                                        [-P.transpose(-1, -2)], feedback_seed)[0]
-        self._Bt = self.feedback.transpose(-1, -2).contiguous()
-        self._Wt = [W.transpose(-1, -2).contiguous() for W in net.weights]
+        self._Bt = compact(self.feedback).transpose(-1, -2).contiguous()
+        self._Wt = [compact(W).transpose(-1, -2).contiguous() for W in net.weights]
         self.populations = ([Population("z", Role.CONTROLLER, net.widths[-1], net.L)]
                             + [Population(f"delta_{l}", Role.ERROR, net.widths[l], l)
                                for l in range(1, net.L)])
 
     def _mismatch(self, y: State) -> torch.Tensor:
         L = self.network.L
-        return torch.baddbmm(-self.delta_L, self.carry(y[f"delta_{L - 1}"]), self._Wt[L - 1])
+        return affine(self.carry(y[f"delta_{L - 1}"]), self._Wt[L - 1], -self.delta_L)
 
     def vector_field(self, t: float, y: State) -> State:
         L = self.network.L
         m = self._mismatch(y)
         z = y["z"]
         out = {"z": (self.k_i * m - self.alpha * z) / self.tau_u,
-               "delta_1": torch.baddbmm(-y["delta_1"], z + self.k_p * m, self._Bt) / self.tau_delta}
+               "delta_1": affine(z + self.k_p * m, self._Bt, -y["delta_1"]) / self.tau_delta}
         for l in range(2, L):
-            out[f"delta_{l}"] = torch.baddbmm(-y[f"delta_{l}"], self.carry(y[f"delta_{l - 1}"]),
-                                              self._Wt[l - 1]) / self.tau_delta
+            out[f"delta_{l}"] = affine(self.carry(y[f"delta_{l - 1}"]), self._Wt[l - 1],
+                                       -y[f"delta_{l}"]) / self.tau_delta
         return out
 
     def leak(self, y: State) -> dict[str, torch.Tensor]:

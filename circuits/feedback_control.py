@@ -26,7 +26,7 @@ from typing import Sequence
 import torch
 
 from .circuit import Circuit, State
-from .network import ForwardNetwork
+from .network import ForwardNetwork, affine, compact
 from .parameters import Population, Role, as_replica_parameter, positive_float, resolve_replicas
 
 TARGETS = ("weak", "strong")
@@ -110,8 +110,8 @@ class DeepFeedbackControl(Circuit):
             Q = [(q if q.dim() == 3 else q[None]).to(device=dev, dtype=dt).expand(S, *s).clone()
                  for q, s in zip(feedback, shapes)]
         self.feedback = [feedback_scale * q for q in Q]
-        self._Qt = [q.transpose(-1, -2).contiguous() for q in self.feedback]
-        self._Wt = [W.transpose(-1, -2).contiguous() for W in net.weights]
+        self._Qt = [compact(q).transpose(-1, -2).contiguous() for q in self.feedback]
+        self._Wt = [compact(W).transpose(-1, -2).contiguous() for W in net.weights]
         self.populations = ([Population(f"v_{l}", Role.FORWARD, n, l)
                              for l, n in enumerate(net.widths[1:], start=1)]
                             + [Population("u", Role.CONTROLLER, net.widths[-1], net.L)])
@@ -134,9 +134,8 @@ class DeepFeedbackControl(Circuit):
         r = self.x
         drives = []
         for l in range(1, net.L + 1):
-            Wt = self._Wt[l - 1]
-            drives.append(torch.bmm(r, Wt) if net.biases is None
-                          else torch.baddbmm(net.biases[l - 1], r, Wt))
+            drives.append(affine(r, self._Wt[l - 1],
+                                 None if net.biases is None else net.biases[l - 1]))
             r = net.activation(l).phi(y[f"v_{l}"])
         return drives, self.r_star - r
 
@@ -145,7 +144,7 @@ class DeepFeedbackControl(Circuit):
         u = y["u"] + self.k_p * e
         out = {}
         for l, drive in enumerate(drives, start=1):
-            out[f"v_{l}"] = (torch.baddbmm(drive - y[f"v_{l}"], u, self._Qt[l - 1])) / self.tau_v
+            out[f"v_{l}"] = affine(u, self._Qt[l - 1], drive - y[f"v_{l}"]) / self.tau_v
         leaked = y["u"] if self.leak_on == "integral" else u
         out["u"] = (self.k_i * e - self.alpha * leaked) / self.tau_u
         return out

@@ -17,6 +17,30 @@ from .parameters import check_finite_tensor
 INITS = ("uniform", "normal", "orthogonal")
 
 
+def compact(weight: torch.Tensor) -> torch.Tensor:
+    """``[S, n, m]`` → ``[n, m]`` when every replica holds the same matrix, else unchanged.
+
+    Sweeps over gains and leak copy one network to S replicas; a shared matrix turns S small
+    batched matmuls into one GEMM over all S·B rows (several times faster on a CPU)."""
+    if weight.dim() == 3 and torch.equal(weight, weight[:1].expand_as(weight)):
+        return weight[0]
+    return weight
+
+
+def affine(x: torch.Tensor, weight_t: torch.Tensor, add: torch.Tensor | None = None
+           ) -> torch.Tensor:
+    """``add + x @ weight_t`` for ``x [S, B, n]`` and ``weight_t`` either per replica
+    ``[S, n, m]`` or shared ``[n, m]`` (see :func:`compact`); ``add`` broadcasts to ``[S, B, m]``."""
+    if weight_t.dim() == 3:
+        return torch.bmm(x, weight_t) if add is None else torch.baddbmm(add, x, weight_t)
+    S, B, n = x.shape
+    rows = x.reshape(S * B, n)
+    if add is None:
+        return (rows @ weight_t).view(S, B, -1)
+    m = weight_t.shape[-1]
+    return torch.addmm(add.expand(S, B, m).reshape(S * B, m), rows, weight_t).view(S, B, m)
+
+
 @dataclass
 class Forward:
     """One forward pass: ``a[ℓ-1]`` and ``r[ℓ]`` for ℓ = 1..L (``r[0] = x``), and φ'(a)."""

@@ -25,12 +25,13 @@ from .circuit import Circuit, State
 
 
 def jacobian(circuit: Circuit, y: State, t: float = 0.0) -> torch.Tensor:
-    """``∂f/∂y`` per replica, ``[S, D, D]``, in the flat order of :class:`solvers.Layout`."""
+    """``∂f/∂y`` per replica, ``[S, D, D]``, in the order of
+    :meth:`solvers.Layout.pack_by_replica`."""
     layout = Layout(y)
-    y_flat = layout.pack(y)
+    y_flat = layout.pack_by_replica(y)
 
     def f(flat: torch.Tensor) -> torch.Tensor:
-        return layout.pack(circuit.vector_field(t, layout.unpack(flat)))
+        return layout.pack_by_replica(circuit.vector_field(t, layout.unpack_by_replica(flat)))
 
     D = layout.size
     basis = torch.eye(D, dtype=y_flat.dtype, device=y_flat.device)[:, None, :]
@@ -90,7 +91,7 @@ def analyse_circuit(circuit: Circuit, y: State | None = None, method: str | None
     leak = None
     if method is not None and get_method(method).exponential:
         rates = circuit.leak(y)
-        leak = layout.pack({n: torch.as_tensor(rates.get(n, 0.0), dtype=layout.dtype,
+        leak = layout.pack_by_replica({n: torch.as_tensor(rates.get(n, 0.0), dtype=layout.dtype,
                                                device=layout.device).expand_as(y[n])
                             for n in layout.names})
     return analyse(jacobian(circuit, y), method, dt, leak)

@@ -44,17 +44,18 @@ def solve_adaptive(vector_field: Callable, layout: Layout, y0: State, t0: float,
     ys = torchdiffeq.odeint(flat_field, layout.pack(y0), times.to(layout.device), rtol=rtol,
                             atol=atol, method=method, options=options)
     seconds = time.perf_counter() - start
-    ok = torch.isfinite(ys).all(dim=2) & (ys.abs().amax(dim=2) <= divergence_bound)   # [T, S]
+    ok = layout.replica_absmax(ys) <= divergence_bound                 # [T, S]; NaN: False
     good_so_far = ok.long().cumprod(dim=0).bool()
-    last_good = good_so_far.long().sum(dim=0).clamp(min=1) - 1                         # [S]
+    last_good = good_so_far.long().sum(dim=0).clamp(min=1) - 1          # [S]
     diverged = ~good_so_far[-1]
-    fill = ys[last_good, torch.arange(layout.replicas, device=ys.device)]
-    ys = torch.where(good_so_far[..., None], ys, fill[None])
+    entries = torch.arange(layout.numel, device=ys.device)
+    fill = ys[layout.spread(last_good), entries]                        # [N]
+    ys = torch.where(layout.spread(good_so_far), ys, fill[None])
     y1 = ys[-1]
     status = torch.where(diverged, int(Status.DIVERGED), int(Status.REACHED_T1))
     if steady_state:
-        rate = torch.linalg.vector_norm(flat_field(times[-1], y1), dim=1)
-        settled = rate <= steady_atol + steady_rtol * torch.linalg.vector_norm(y1, dim=1)
+        rate = layout.replica_norm(flat_field(times[-1], y1))
+        settled = rate <= steady_atol + steady_rtol * layout.replica_norm(y1)
         status = torch.where(~diverged & settled, int(Status.CONVERGED), status)
     t_stop = torch.where(diverged, times.to(layout.device)[last_good],
                          torch.tensor(t1, dtype=layout.dtype))

@@ -128,7 +128,7 @@ def _save_plan(t0: float, t1: float, dt: float, n_steps: int, save_every: int | 
 def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
           dt: float | None = None, method: str = "euler",
           save_every: int | None = None, save_at: Sequence[float] | torch.Tensor | None = None,
-          steady_state: bool = True, atol: float = 1e-8, rtol: float = 1e-6,
+          steady_state: bool = True, atol: float | None = None, rtol: float | None = None,
           divergence_bound: float = 1e6, check_every: int = 10,
           observe: Callable[[State], State] | None = None,
           progress: bool | None = None, adaptive_rtol: float = 1e-7,
@@ -146,7 +146,10 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
             torchdiffeq's adaptive methods (``dopri5`` ...), see :mod:`solvers.adapter`.
         save_every: record every n-th step (t0 and t1 are always recorded). Default: only t0, t1.
         save_at: record at these times instead (linear interpolation between steps).
-        steady_state: stop a replica when ``‖dy/dt‖ ≤ atol + rtol‖y‖``.
+        steady_state: stop a replica when ``‖dy/dt‖ ≤ atol + rtol‖y‖``. Defaults depend on the
+            dtype: ``atol = max(1e-8, 100 ε)``, ``rtol = max(1e-6, 1000 ε)`` with ε the machine
+            epsilon (1e-8 / 1e-6 in float64; 1.2e-5 / 1.2e-4 in float32, where rounding alone
+            keeps ‖dy/dt‖ above the float64 thresholds).
         divergence_bound: a replica with ``max |y|`` above this is diverged.
         check_every: steps between stopping checks (one host sync each).
         observe: record ``observe(y)`` instead of ``y`` (e.g. a few populations or norms), so
@@ -163,6 +166,9 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
             raise ValueError(f"{name}: received {v!r}, expected a finite number")
     if not t1 > t0:
         raise ValueError(f"t1: received {t1!r}, expected t1 > t0 = {t0!r}")
+    eps = torch.finfo(layout.dtype).eps
+    atol = max(1e-8, 100 * eps) if atol is None else atol
+    rtol = max(1e-6, 1000 * eps) if rtol is None else rtol
     for name, v in (("atol", atol), ("rtol", rtol)):
         _positive(name, v, allow_zero=True)
     _positive("divergence_bound", divergence_bound)
@@ -207,9 +213,10 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
             return rec_layout.pack(observe(layout.unpack(y)))
 
     y = layout.pack(y0)
-    buffer = torch.empty(len(times), S, rec_layout.size, dtype=layout.dtype, device=layout.device)
+    buffer = torch.empty(len(times), rec_layout.numel, dtype=layout.dtype, device=layout.device)
     y_good = y.clone()
     active = torch.ones(S, dtype=torch.bool, device=layout.device)
+    active_entries = None            # None while every replica runs: no per-step masking
     status = torch.full((S,), int(Status.REACHED_T1), dtype=torch.int8, device=layout.device)
     t_stop = torch.full((S,), t1, dtype=layout.dtype, device=layout.device)
     first_unchecked_slot = 0
@@ -218,42 +225,48 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
     bar = tqdm(total=n_steps, disable=(None if progress is None else not progress),
                unit="step", leave=False, desc=f"solve[{method}]")
     i = 0
-    k1 = None
+    k1 = y_prev = y
     while i < n_steps:
         chunk_end = min(i + check_every, n_steps)
         while i < chunk_end:
             t = t0 + i * dt
-            h = min(dt, t1 - t)
+            h = dt if i < n_steps - 1 or t1 - t > dt * (1 - 1e-9) else t1 - t
             y_new, k1 = rk_step(tableau, flat_field, t, y, h, leak)
             evaluations += tableau.stages
-            y_next = torch.where(active[:, None], y_new, y)
+            if active_entries is not None:
+                y_new = torch.where(active_entries, y_new, y)
             saves = plan.get(i)
             if saves:
                 for slot, w in saves:
-                    buffer[slot] = record(y if w == 0.0 else torch.lerp(y, y_next, w))
-            y_prev, y = y, y_next
+                    buffer[slot] = record(y if w == 0.0 else torch.lerp(y, y_new, w))
+            y_prev, y = y, y_new
             i += 1
         # -- per-replica stopping, once per chunk ------------------------------------------
         t = min(t0 + i * dt, t1)
-        bad = ~(torch.isfinite(y).all(dim=1) & (y.abs().amax(dim=1) <= divergence_bound))
+        bad = ~(layout.replica_absmax(y) <= divergence_bound)       # NaN compares False
         newly_diverged = active & bad
-        y = torch.where(newly_diverged[:, None], y_good, y)
-        newly_converged = torch.zeros_like(active)
+        stopped = newly_diverged
         if steady_state:
-            rate = torch.linalg.vector_norm(k1, dim=1)
-            scale = atol + rtol * torch.linalg.vector_norm(y_prev, dim=1)
-            newly_converged = active & ~bad & (rate <= scale)
+            rate = layout.replica_norm(k1)
+            newly_converged = active & ~bad & (rate <= atol + rtol * layout.replica_norm(y_prev))
+            status = torch.where(newly_converged, int(Status.CONVERGED), status).to(torch.int8)
+            stopped = stopped | newly_converged
         status = torch.where(newly_diverged, int(Status.DIVERGED), status).to(torch.int8)
-        status = torch.where(newly_converged, int(Status.CONVERGED), status).to(torch.int8)
-        stopped = newly_diverged | newly_converged
         t_stop = torch.where(stopped, torch.as_tensor(t, dtype=layout.dtype), t_stop)
         active = active & ~stopped
         last_slot = bisect.bisect_left(slot_steps, i) - 1   # slots recorded so far
-        any_active, any_diverged = torch.stack([active.any(), newly_diverged.any()]).tolist()
-        if any_diverged and last_slot >= first_unchecked_slot:
-            rows = slice(first_unchecked_slot, last_slot + 1)
-            buffer[rows] = torch.where(newly_diverged[None, :, None], record(y_good)[None],
-                                       buffer[rows])
+        any_active, any_stopped, any_diverged = torch.stack(
+            [active.any(), stopped.any(), newly_diverged.any()]).tolist()
+        if any_diverged:
+            # Roll diverged replicas back to their last checked state, in y and in the record.
+            back = layout.spread(newly_diverged)
+            y = torch.where(back, y_good, y)
+            if last_slot >= first_unchecked_slot:
+                rows = slice(first_unchecked_slot, last_slot + 1)
+                rec_back = back if observe is None else rec_layout.spread(newly_diverged)
+                buffer[rows] = torch.where(rec_back, record(y_good), buffer[rows])
+        if any_stopped:
+            active_entries = layout.spread(active)
         first_unchecked_slot = last_slot + 1
         y_good.copy_(y)
         bar.update(chunk_end - bar.n)

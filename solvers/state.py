@@ -1,10 +1,15 @@
-"""Named state ↔ one flat tensor per replica.
+"""Named state ↔ one flat tensor.
 
 A circuit's state is a mapping of named tensors that all lead with the replica axis S
 (populations ``[S, B, n]``, weights ``[S, n_out, n_in]``). The solver works on one flat tensor
-``[S, D]`` so that a step is a handful of kernels whatever the number of populations, and so
-that per-replica norms, freezing and recording are single operations. :class:`Layout` converts
-between the two; ``unpack`` returns views, so it costs no copy.
+so that a step is a handful of kernels whatever the number of populations, and recording is one
+copy. The flat tensor is *population-major*: population k occupies one contiguous block of
+``S × size_k`` numbers, so ``unpack`` hands the circuit contiguous ``[S, ...]`` views (a strided
+view would make every matmul in a vector field copy or fall off the fast batched-GEMM path).
+Per-replica quantities (norms for the stopping rules, freezing masks) are reduced block by block.
+
+``pack_by_replica`` / ``unpack_by_replica`` give the other order, ``[S, D]``, for the few places
+that need one vector per replica (linearisation, comparisons).
 """
 from __future__ import annotations
 
@@ -45,15 +50,50 @@ class Layout:
                                 "point dtype")
             self.names.append(name)
             self.shapes.append(tuple(value.shape[1:]))
-        self.sizes = [math.prod(s) for s in self.shapes]
-        self.size = sum(self.sizes)
+        self.sizes = [math.prod(s) for s in self.shapes]          # per replica
+        self.size = sum(self.sizes)                                # D
+        self.blocks = [self.replicas * n for n in self.sizes]     # flat block lengths
+        self.numel = sum(self.blocks)                              # N = S · D
+
+    # -- population-major flat vector [..., N] (what solve integrates) -------------------------
 
     def pack(self, state: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """``{name: [S, *shape]}`` → ``[S, D]`` (a new tensor)."""
-        return torch.cat([state[n].reshape(self.replicas, -1) for n in self.names], dim=1)
+        """``{name: [S, *shape]}`` → ``[N]`` (a new tensor)."""
+        return torch.cat([state[n].reshape(-1) for n in self.names])
 
     def unpack(self, flat: torch.Tensor) -> State:
-        """``[..., S, D]`` → ``{name: [..., S, *shape]}`` as views of ``flat``."""
+        """``[..., N]`` → ``{name: [..., S, *shape]}`` as contiguous views of ``flat``."""
         lead = flat.shape[:-1]
+        parts = flat.split(self.blocks, dim=-1)
+        return {n: p.view(*lead, self.replicas, *s)
+                for n, p, s in zip(self.names, parts, self.shapes)}
+
+    def _per_replica_blocks(self, flat: torch.Tensor):
+        lead = flat.shape[:-1]
+        return [p.view(*lead, self.replicas, -1) for p in flat.split(self.blocks, dim=-1)]
+
+    def replica_norm(self, flat: torch.Tensor) -> torch.Tensor:
+        """Euclidean norm of each replica's whole state: ``[..., N]`` → ``[..., S]``."""
+        sq = sum(b.pow(2).sum(-1) for b in self._per_replica_blocks(flat))
+        return sq.sqrt()
+
+    def replica_absmax(self, flat: torch.Tensor) -> torch.Tensor:
+        """``max |y|`` per replica (NaN if any entry is NaN): ``[..., N]`` → ``[..., S]``."""
+        return torch.stack([b.abs().amax(-1) for b in self._per_replica_blocks(flat)]).amax(0)
+
+    def spread(self, per_replica: torch.Tensor) -> torch.Tensor:
+        """A per-replica tensor ``[..., S]`` broadcast to every entry: ``[..., N]``."""
+        lead = per_replica.shape[:-1]
+        return torch.cat([per_replica[..., :, None].expand(*lead, self.replicas, n)
+                          .reshape(*lead, -1) for n in self.sizes], dim=-1)
+
+    # -- replica-major [S, D] (one vector per replica) ----------------------------------------
+
+    def pack_by_replica(self, state: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``{name: [S, *shape]}`` → ``[S, D]``."""
+        return torch.cat([state[n].reshape(self.replicas, -1) for n in self.names], dim=1)
+
+    def unpack_by_replica(self, flat: torch.Tensor) -> State:
+        """``[S, D]`` → ``{name: [S, *shape]}`` (strided views)."""
         parts = flat.split(self.sizes, dim=-1)
-        return {n: p.view(*lead, *s) for n, p, s in zip(self.names, parts, self.shapes)}
+        return {n: p.reshape(self.replicas, *s) for n, p, s in zip(self.names, parts, self.shapes)}

@@ -203,3 +203,15 @@ def test_one_diverging_replica_leaves_the_others_unchanged():
                     method="euler", dt=0.05, save_every=100, divergence_bound=1e8)
     for k in others.ys:
         assert torch.allclose(others.ys[k], together.ys[k][:, [0, 2]], rtol=0, atol=1e-13)
+
+
+def test_float32_settles_with_the_default_tolerances():
+    """The dtype-aware defaults let float32 replicas stop; the result is float32-accurate."""
+    net = ForwardNetwork([5, 8, 6, 3], seed=0, init="orthogonal", dtype=torch.float32)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(2, 5, generator=g), torch.randn(2, 3, generator=g)
+    c = DynamicInversion(net, x, y, alpha=[0.1, 1.0])
+    sol = solve(c, c.initial_state(), 0.0, 2000.0, dt=0.1, method="exp_euler")
+    assert sol.converged.all()
+    for name, value in c.steady_state().items():
+        assert rel(sol.y1[name], value) < 1e-3
