@@ -12,7 +12,8 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from .parameters import Population, Role
+from .network import ForwardNetwork
+from .parameters import Population, Role, as_replica_parameter, resolve_replicas
 
 State = dict[str, torch.Tensor]
 
@@ -37,6 +38,21 @@ class Circuit(ABC):
     def observe(self, y: State) -> State:
         """State plus derived populations; default: the state itself."""
         return dict(y)
+
+    def _bind(self, network: ForwardNetwork, strictly_positive: tuple[str, ...] = (),
+              **parameters) -> None:
+        """Set ``self.network`` (copied to S replicas), ``self.S`` and each scalar parameter
+        as a ``[S, 1, 1]`` attribute; S is the longest per-replica parameter (or the network's).
+        Parameters must be ≥ 0, those named in ``strictly_positive`` > 0."""
+        if not isinstance(network, ForwardNetwork):
+            raise TypeError(f"network: received {type(network).__name__}, expected a "
+                            "circuits.ForwardNetwork")
+        S = resolve_replicas(network=[0] * network.replicas, **parameters)
+        self.network = net = network.expand(S)
+        self.S = S
+        for name, value in parameters.items():
+            setattr(self, name, as_replica_parameter(name, value, S, net.dtype, net.device,
+                                                     allow_minimum=name not in strictly_positive))
 
     def roles(self) -> dict[str, Role]:
         return {p.name: p.role for p in self.populations}

@@ -25,7 +25,7 @@ import torch
 
 from .circuit import Circuit, State
 from .network import ForwardNetwork, affine, compact
-from .parameters import Population, Role, as_replica_parameter, resolve_replicas
+from .parameters import Population, Role
 
 FEEDBACK = ("transpose", "random")
 
@@ -62,22 +62,12 @@ class _InversionCircuit(Circuit):
 
     def __init__(self, network: ForwardNetwork, x: torch.Tensor, target: torch.Tensor | None,
                  output_error: torch.Tensor | None, alpha, k_i, k_p, tau_u, tau_delta):
-        if not isinstance(network, ForwardNetwork):
-            raise TypeError(f"network: received {type(network).__name__}, expected a "
-                            "circuits.ForwardNetwork")
-        if network.L < 2:
+        if isinstance(network, ForwardNetwork) and network.L < 2:
             raise ValueError(f"network: received {network.L} layer(s), expected at least 2 "
                              "(inversion needs a hidden layer)")
-        S = resolve_replicas(network=[0] * network.replicas, alpha=alpha, k_i=k_i, k_p=k_p,
-                             tau_u=tau_u, tau_delta=tau_delta)
-        self.network = net = network.expand(S)
-        self.S, dt, dev = S, net.dtype, net.device
-        self.alpha = as_replica_parameter("alpha", alpha, S, dt, dev)
-        self.k_i = as_replica_parameter("k_i", k_i, S, dt, dev, allow_minimum=False)
-        self.k_p = as_replica_parameter("k_p", k_p, S, dt, dev)
-        self.tau_u = as_replica_parameter("tau_u", tau_u, S, dt, dev, allow_minimum=False)
-        self.tau_delta = as_replica_parameter("tau_delta", tau_delta, S, dt, dev,
-                                              allow_minimum=False)
+        self._bind(network, ("k_i", "tau_u", "tau_delta"), alpha=alpha, k_i=k_i, k_p=k_p,
+                   tau_u=tau_u, tau_delta=tau_delta)
+        net = self.network
         self.alpha_tilde = effective_leak(self.alpha, self.k_i, self.k_p)
         self.forward = fwd = net.forward(x)
         if (target is None) == (output_error is None):

@@ -27,7 +27,7 @@ import torch
 
 from .circuit import Circuit, State
 from .network import ForwardNetwork, affine, compact
-from .parameters import Population, Role, as_replica_parameter, positive_float, resolve_replicas
+from .parameters import Population, Role, positive_float
 
 TARGETS = ("weak", "strong")
 LEAKS = ("integral", "total")
@@ -57,9 +57,6 @@ class DeepFeedbackControl(Circuit):
                  tau_v=0.2, tau_u=1.0, leak: str = "integral",
                  feedback: str | Sequence[torch.Tensor] = "jacobian", feedback_seed: int = 0,
                  feedback_scale: float = 1.0):
-        if not isinstance(network, ForwardNetwork):
-            raise TypeError(f"network: received {type(network).__name__}, expected a "
-                            "circuits.ForwardNetwork")
         if target_mode not in TARGETS:
             raise ValueError(f"target_mode: received {target_mode!r}, expected one of "
                              f"{list(TARGETS)}")
@@ -68,15 +65,9 @@ class DeepFeedbackControl(Circuit):
         self.target_mode, self.leak_on = target_mode, leak
         nudge = positive_float("nudge", nudge)
         feedback_scale = positive_float("feedback_scale", feedback_scale)
-        S = resolve_replicas(network=[0] * network.replicas, alpha=alpha, k_i=k_i, k_p=k_p,
-                             tau_v=tau_v, tau_u=tau_u)
-        self.network = net = network.expand(S)
-        self.S, dt, dev = S, net.dtype, net.device
-        self.alpha = as_replica_parameter("alpha", alpha, S, dt, dev)
-        self.k_i = as_replica_parameter("k_i", k_i, S, dt, dev, allow_minimum=False)
-        self.k_p = as_replica_parameter("k_p", k_p, S, dt, dev)
-        self.tau_v = as_replica_parameter("tau_v", tau_v, S, dt, dev, allow_minimum=False)
-        self.tau_u = as_replica_parameter("tau_u", tau_u, S, dt, dev, allow_minimum=False)
+        self._bind(network, ("k_i", "tau_v", "tau_u"), alpha=alpha, k_i=k_i, k_p=k_p,
+                   tau_v=tau_v, tau_u=tau_u)
+        net, S, dt, dev = self.network, self.S, self.network.dtype, self.network.device
         self.forward = fwd = net.forward(x)
         self.x = fwd.r[0]
         y = net.output_like(target)
