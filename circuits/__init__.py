@@ -4,11 +4,19 @@ from .activations import ACTIVATIONS, Activation, get_activation
 from .circuit import Circuit
 from .credit import (alignment, angle, backprop, cascade, feedback_alignment, gauss_newton,
                      pseudo_backprop, reference_credits, weight_updates)
-from .feedback_control import DeepFeedbackControl
 from .dynamic_inversion import DynamicInversion, SingleLoopDynamicInversion, effective_leak, invert
-from .network import Forward, ForwardNetwork
+from .feedback_control import DeepFeedbackControl
+from .network import Forward, ForwardNetwork, affine, compact
 from .parameters import Population, Role
 from .stability import (StabilityReport, amplification, analyse, analyse_circuit, jacobian,
                         smoothed_spectral_abscissa, stabilise_feedback)
 
-__all__ = [n for n in dir() if not n.startswith("_")]
+__all__ = [
+    "ACTIVATIONS", "Activation", "get_activation", "Circuit",
+    "alignment", "angle", "backprop", "cascade", "feedback_alignment", "gauss_newton",
+    "pseudo_backprop", "reference_credits", "weight_updates",
+    "DynamicInversion", "SingleLoopDynamicInversion", "effective_leak", "invert",
+    "DeepFeedbackControl", "Forward", "ForwardNetwork", "affine", "compact", "Population", "Role",
+    "StabilityReport", "amplification", "analyse", "analyse_circuit", "jacobian",
+    "smoothed_spectral_abscissa", "stabilise_feedback",
+]
