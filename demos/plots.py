@@ -20,7 +20,8 @@ ROLE_ORDER = ("forward", "error", "controller", "feedback", "target")
 ROLE_LABELS = {"forward": "forward", "error": "error", "controller": "controller",
                "feedback": "feedback", "target": "target"}
 REFERENCE_STYLES = {"backprop": ("tab:blue", "-"), "pseudo_backprop": ("tab:orange", "--"),
-                    "gauss_newton": ("tab:green", "-."), "feedback_alignment": ("tab:red", ":")}
+                    "gauss_newton": ("tab:green", "-."), "gauss_newton_joint": ("tab:purple", ":"),
+                    "feedback_alignment": ("tab:red", (0, (1, 1, 5, 1)))}
 
 
 @dataclass

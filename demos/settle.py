@@ -98,12 +98,19 @@ def _feedback_pops(circuit) -> list[tuple[str, str, int]]:
     return [(k, "feedback", int(k.split("_")[1])) for k in keys]
 
 
+def _inversion_pops(circuit) -> list[tuple[str, str, int]]:
+    """Feedback, and the forward rates: constant in DI/SDI (the inversion does not touch the
+    forward pass), shown so every role of SPEC §0 has its panel."""
+    return ([(f"r_{l}", "forward", l) for l in range(1, circuit.network.L + 1)]
+            + _feedback_pops(circuit))
+
+
 CIRCUITS: dict[str, CircuitSpec] = {
     "DI": CircuitSpec(DynamicInversion, "dynamic_inversion", _inversion_closed_form,
-                      lambda c: {}, _feedback_pops, True,
+                      lambda c: {}, _inversion_pops, True,
                       ("alpha", "k_i", "k_p", "tau_u", "tau_delta", "feedback")),
     "SDI": CircuitSpec(SingleLoopDynamicInversion, "single_loop", _inversion_closed_form,
-                       lambda c: {}, _feedback_pops, True,
+                       lambda c: {}, _inversion_pops, True,
                        ("alpha", "k_i", "k_p", "tau_u", "tau_delta", "feedback", "carry")),
     "DFC": CircuitSpec(DeepFeedbackControl, "feedback_control", _dfc_closed_form,
                        lambda c: {f"v_{l}": a for l, a in enumerate(c.forward.a, start=1)},
