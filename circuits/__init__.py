@@ -6,8 +6,11 @@ from .credit import (alignment, angle, backprop, cascade, feedback_alignment, ga
                      pseudo_backprop, reference_credits, weight_updates)
 from .dynamic_inversion import DynamicInversion, SingleLoopDynamicInversion, effective_leak, invert
 from .feedback_control import DeepFeedbackControl
+from .gates import ArrivalGate, Continuous, Plasticity, Schedule, Signals
 from .network import Forward, ForwardNetwork, affine, compact
 from .parameters import Population, Role
+from .predictive_coding import (PredictiveCoding, backprop_updates, fixed_prediction_transient,
+                                update_divergence)
 from .stability import (StabilityReport, amplification, analyse, analyse_circuit, jacobian,
                         smoothed_spectral_abscissa, stabilise_feedback)
 
@@ -16,7 +19,9 @@ __all__ = [
     "alignment", "angle", "backprop", "cascade", "feedback_alignment", "gauss_newton",
     "pseudo_backprop", "reference_credits", "weight_updates",
     "DynamicInversion", "SingleLoopDynamicInversion", "effective_leak", "invert",
-    "DeepFeedbackControl", "Forward", "ForwardNetwork", "affine", "compact", "Population", "Role",
+    "DeepFeedbackControl", "ArrivalGate", "Continuous", "Plasticity", "Schedule", "Signals",
+    "PredictiveCoding", "backprop_updates", "fixed_prediction_transient", "update_divergence",
+    "Forward", "ForwardNetwork", "affine", "compact", "Population", "Role",
     "StabilityReport", "amplification", "analyse", "analyse_circuit", "jacobian",
     "smoothed_spectral_abscissa", "stabilise_feedback",
 ]

@@ -16,6 +16,7 @@ class Role(str, Enum):
     FEEDBACK = "feedback"
     TARGET = "target"
     WEIGHT = "weight"
+    GATE = "gate"
 
 
 @dataclass(frozen=True)

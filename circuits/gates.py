@@ -1,0 +1,194 @@
+"""Plasticity gates: when a circuit's synapses may change.
+
+A gate multiplies each error neuron's weight update, ``dW_ℓ/dt ∝ (g_ℓ ⊙ ε_ℓ) f(x_{ℓ-1})ᵀ``. It
+is computed from the circuit's own populations (and, for the clocked schedule, from t) as a
+multiplicative factor: no Python ``if`` on a tensor value, so a step stays capturable. A gate
+may own state populations (detectors, timers); the circuit adds them to its state.
+
+* :class:`Continuous` — always on (plain online plasticity).
+* :class:`Schedule` — an external clock: ``W_ℓ`` learns during inference step ``steps[ℓ-1]``
+  (Z-IL's condition C2 is ``steps = [L-1, ..., 1, 0]``, :meth:`Schedule.z_il`).
+* :class:`ArrivalGate` — no clock: each neuron's gate opens once, by itself (Fa-Z-IL).
+
+The arrival gate, per neuron of layer ℓ (θ a small threshold, H the step function):
+
+    quiet        q: τ dq/dt = (1 − q)·τ/t_quiet  while the neuron is quiet, else −q
+    armed        A = H(q − ½)                     (quiet for ≳ t_quiet·ln 2)
+    arrival      s = H(|signal| − θ)
+    pending      τ dp/dt = A·s − p                (hidden layers)
+    gate         g = p  (hidden),   g_L = A_L · m  (output; m = 1 while the teacher clamps it)
+
+On the lattice dt = τ (Z-IL's C3) these are exact one-step machines: ``q`` resets to 0 the step
+after activity and ``p`` is 1 exactly on the step after the signal arrived while armed, which is
+the step at which the error neuron holds backprop's δ. ``signal`` is the feedback input
+``W_{ℓ+1}ᵀ ε_{ℓ+1}`` (Fa-Z-IL), the derivative-weighted drive ``f'(x_ℓ) ⊙ W_{ℓ+1}ᵀ ε_{ℓ+1}``, or
+the error ``ε_ℓ`` itself (Song et al.'s φ: fires on the step ε leaves 0, no delay). The last two
+are the naive gates: a dead ReLU unit receives no drive and keeps ε = 0 when the wave passes,
+so they fire later, when the bottom-up prediction moves it.
+
+``ordered`` (default for the feedback signal) also requires the neuron's own error to be quiet
+at the moment feedback arrives. This is how the circuit tells a teacher's wave from a new input
+without a clock: from the prediction fixed point, a top-down wave reaches a neuron's feedback
+input one step *before* its error moves; after a new input, the bottom-up change reaches its
+error one step before the feedback from above. So the gate stays shut during the
+prediction-mode settle (Song et al.'s reviewers asked whether it fires there; unordered gates
+do, see ``demos.reproduce_song2020``).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .parameters import Population, Role, positive_float
+
+State = dict[str, torch.Tensor]
+
+
+@dataclass
+class Signals:
+    """What a gate may look at, per layer ℓ = 1..L (``feedback``/``dphi`` for ℓ = 1..L-1)."""
+
+    errors: list[torch.Tensor]
+    feedback: list[torch.Tensor]
+    dphi: list[torch.Tensor]
+    teacher: torch.Tensor
+    tau_x: torch.Tensor
+
+
+class Plasticity(ABC):
+    """A gate: ``gates(t, y, signals)`` returns one factor per layer (broadcastable to
+    ``[S, B, n_ℓ]``) and the time derivatives of the gate's own state."""
+
+    def populations(self, widths: Sequence[int]) -> list[Population]:
+        return []
+
+    def initial_state(self, like: Sequence[torch.Tensor]) -> State:
+        """``like[ℓ-1]`` is shaped as layer ℓ's errors ``[S, B, n_ℓ]``."""
+        return {}
+
+    @abstractmethod
+    def gates(self, t: float | None, y: State, signals: Signals
+              ) -> tuple[list[torch.Tensor] | None, State]:
+        """``t`` is None when observing a recorded state (a clocked gate then returns None)."""
+
+
+class Continuous(Plasticity):
+    """Plasticity always on."""
+
+    def gates(self, t, y, signals):
+        one = torch.ones((), dtype=signals.tau_x.dtype, device=signals.tau_x.device)
+        return [one] * len(signals.errors), {}
+
+
+class Schedule(Plasticity):
+    """An external clock: ``W_ℓ`` learns during inference step ``steps[ℓ-1]``, where step k is
+    ``start + k·τ_x ≤ t < start + (k+1)·τ_x`` (with dt = τ_x: exactly the k-th Euler step)."""
+
+    def __init__(self, steps: Sequence[int], start: float = 0.0):
+        if not isinstance(steps, (list, tuple)) or not steps or any(
+                isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in steps):
+            raise ValueError(f"steps: received {steps!r}, expected one integer ≥ 0 per layer")
+        if isinstance(start, bool) or not isinstance(start, (int, float)):
+            raise ValueError(f"start: received {start!r}, expected a number (the clamp time)")
+        self.steps, self.start = list(steps), float(start)
+
+    @classmethod
+    def z_il(cls, layers: int, start: float = 0.0) -> "Schedule":
+        """C2: layer ℓ learns at step L − ℓ, its distance from the output."""
+        return cls([layers - l for l in range(1, layers + 1)], start)
+
+    @classmethod
+    def together(cls, layers: int, step: int | None = None, start: float = 0.0) -> "Schedule":
+        """The C2 ablation: every layer learns at the same step (default L − 1, when the
+        wave reaches the first layer)."""
+        return cls([layers - 1 if step is None else step] * layers, start)
+
+    def gates(self, t, y, signals):
+        if len(self.steps) != len(signals.errors):
+            raise ValueError(f"steps: received {len(self.steps)} steps, expected one per layer "
+                             f"(L = {len(signals.errors)})")
+        if t is None:
+            return None, {}
+        k = torch.floor((t - self.start) / signals.tau_x + 1e-9)
+        return [(k == s).to(signals.tau_x.dtype) for s in self.steps], {}
+
+
+class ArrivalGate(Plasticity):
+    """Fa-Z-IL's autonomous gate (see the module docstring).
+
+    Args:
+        signal: ``feedback`` (default), ``drive`` or ``error``.
+        ordered: require the neuron's own error to be quiet when the signal arrives (default:
+            True for ``feedback``, False for ``drive``; not allowed for ``error``).
+        threshold: θ; default ``sqrt(machine ε)`` of the state's dtype (1.5e-8 in float64).
+        t_quiet: time constant of the quiet timer (the paper's t_d), in the units of t.
+    """
+
+    SIGNALS = ("feedback", "drive", "error")
+
+    def __init__(self, signal: str = "feedback", ordered: bool | None = None,
+                 threshold: float | None = None, t_quiet: float = 2.0):
+        if signal not in self.SIGNALS:
+            raise ValueError(f"signal: received {signal!r}, expected one of {list(self.SIGNALS)}")
+        if ordered is None:
+            ordered = signal == "feedback"
+        if not isinstance(ordered, bool):
+            raise ValueError(f"ordered: received {ordered!r}, expected True, False or None")
+        if ordered and signal == "error":
+            raise ValueError("ordered: received True with signal='error', expected False (the "
+                             "error cannot be quiet and arriving at once)")
+        self.signal, self.ordered = signal, ordered
+        self.threshold = None if threshold is None else positive_float("threshold", threshold)
+        self.t_quiet = positive_float("t_quiet", t_quiet)
+        self.delayed = signal != "error"
+
+    def populations(self, widths):
+        L = len(widths) - 1
+        pops = [Population(f"quiet_{l}", Role.GATE, widths[l], l) for l in range(1, L + 1)]
+        if self.delayed:
+            pops += [Population(f"pending_{l}", Role.GATE, widths[l], l) for l in range(1, L)]
+        return pops
+
+    def initial_state(self, like):
+        """Disarmed: the circuit must be quiet for a while before its gates can open."""
+        state = {f"quiet_{l}": torch.zeros_like(e) for l, e in enumerate(like, start=1)}
+        if self.delayed:
+            state.update({f"pending_{l}": torch.zeros_like(e)
+                          for l, e in enumerate(like[:-1], start=1)})
+        return state
+
+    def gates(self, t, y, signals):
+        errors, tau = signals.errors, signals.tau_x
+        dtype = errors[0].dtype
+        theta = self.threshold if self.threshold is not None \
+            else torch.finfo(dtype).eps ** 0.5
+        L = len(errors)
+        gates, d = [], {}
+        for l in range(1, L + 1):
+            eps, q = errors[l - 1], y[f"quiet_{l}"]
+            eps_quiet = eps.abs() <= theta
+            armed = q > 0.5
+            if l == L:
+                arrived = (eps.abs() > theta) if self.signal == "error" \
+                    else (signals.teacher > 0).expand_as(eps)
+                quiet = eps_quiet
+            else:
+                source = {"feedback": lambda: signals.feedback[l - 1],
+                          "drive": lambda: signals.dphi[l - 1] * signals.feedback[l - 1],
+                          "error": lambda: eps}[self.signal]()
+                arrived = source.abs() > theta
+                quiet = ~arrived
+                if self.ordered:
+                    quiet, armed = quiet & eps_quiet, armed & eps_quiet
+            fire = (armed & arrived).to(dtype)
+            if self.delayed and l < L:
+                p = y[f"pending_{l}"]
+                gates.append(p)
+                d[f"pending_{l}"] = (fire - p) / tau
+            else:
+                gates.append(fire)
+            d[f"quiet_{l}"] = torch.where(quiet, (1 - q) / self.t_quiet, -q / tau)
+        return gates, d

@@ -1,0 +1,336 @@
+"""Predictive coding (Whittington & Bogacz 2017; Song et al. 2020; SPEC §3).
+
+Value populations ``x_ℓ`` (ℓ = 1..L; ``x_0`` is the input, clamped), predictions
+``μ_ℓ = W_ℓ f(x_{ℓ-1}) + b_ℓ`` (``f(x_0) = x_0``), errors ``ε_ℓ = (x_ℓ − μ_ℓ)/σ²_ℓ`` and energy
+``F = Σ_ℓ ‖x_ℓ − μ_ℓ‖² / (2σ²_ℓ)``:
+
+    τ_x dx_ℓ/dt = −ε_ℓ + f'(x_ℓ) ⊙ W_{ℓ+1}ᵀ ε_{ℓ+1}     hidden layers (= −∂F/∂x_ℓ)
+    τ_x dx_L/dt = −ε_L   (output free)    or    y − x_L   (teacher present, output clamped)
+    τ_x dW_ℓ/dt = η · mean_B (g_ℓ ⊙ ε_ℓ) f(x_{ℓ-1})ᵀ,     τ_x db_ℓ/dt = η · mean_B g_ℓ ⊙ ε_ℓ
+    τ_ε dε_ℓ/dt = x_ℓ − μ_ℓ − σ²_ℓ ε_ℓ                   (``errors="leaky"``; same fixed point)
+
+``g_ℓ`` is a plasticity gate (:mod:`circuits.gates`). While the teacher is present the output
+error uses the target itself (the clamp acts at once). The weight rate is per τ_x, so one Euler
+step with dt = τ_x applies exactly ``η ε fᵀ``.
+
+Correspondence with :class:`ForwardNetwork`: ``x_ℓ`` is the pre-activation ``a_ℓ``, f is the
+hidden activation, the output is linear (``μ_L = a_L``), and with σ² = 1 the clamped output error
+``ε_L = y − a_L`` is backprop's δ_L for the loss ``½‖y − a_L‖²`` (averaged over the batch).
+
+Z-IL (exactly backprop): (C1) start at the feed-forward pass (:meth:`initial_state`), (C2)
+``plasticity=Schedule.z_il(L)``, (C3) Euler with ``dt = τ_x``; then the error wave moves one
+layer per step and ``ΔW_ℓ = η δ_ℓ r_{ℓ-1}ᵀ`` (:func:`backprop_updates`, the closed form).
+Fa-Z-IL replaces the schedule by :class:`ArrivalGate` and C1 by a prediction-mode settle.
+Fixed-prediction PC (``predictions="fixed"``, Millidge et al. 2020) freezes μ and f' at the
+feed-forward pass: its errors settle on δ exactly, with the transient of
+:func:`fixed_prediction_transient`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+from .circuit import Circuit, State
+from .gates import Plasticity, Signals
+from .network import ForwardNetwork
+from .parameters import Population, Role, as_replica_parameter, replica_count
+
+ERRORS = ("explicit", "leaky")
+PREDICTIONS = ("live", "fixed")
+
+
+class PredictiveCoding(Circuit):
+    """A predictive-coding network on one batch of examples.
+
+    Args:
+        network: the forward network (its output activation must be linear); S replicas.
+        x: input ``[B, n_0]`` or ``[S, B, n_0]``.
+        target: the teacher ``[B, n_L]``; ``None`` leaves the output free (prediction mode).
+            :meth:`present` changes input and teacher between solves.
+        variances: σ²_ℓ, one number for every layer or a list of L (each a number or S numbers).
+        tau_x: time constant of the value neurons (number or S numbers).
+        eta: learning rate η (number or S numbers); used only with ``plasticity``.
+        plasticity: a :class:`~circuits.gates.Plasticity` gate; weights and biases are then
+            state (``W_ℓ``, ``b_ℓ``), else fixed at the network's.
+        errors: ``explicit`` (ε a function of x) or ``leaky`` (ε a population with ``tau_eps``).
+        predictions: ``live`` or ``fixed`` (μ and f' frozen at the feed-forward pass).
+
+    State: ``x_ℓ`` (ℓ = 1..L), ``eps_ℓ`` (leaky errors), ``W_ℓ``/``b_ℓ`` (plastic), the gate's
+    populations. :meth:`observe` adds ``eps_ℓ``, ``mu_ℓ``, ``fb_ℓ`` (feedback input
+    ``W_{ℓ+1}ᵀ ε_{ℓ+1}``), ``gate_ℓ`` (state-driven gates) and the energy ``F`` ``[S, B, 1]``.
+    """
+
+    def __init__(self, network: ForwardNetwork, x: torch.Tensor,
+                 target: torch.Tensor | None = None, *, variances=1.0, tau_x=1.0, eta=0.0,
+                 plasticity: Plasticity | None = None, errors: str = "explicit",
+                 tau_eps=0.1, predictions: str = "live"):
+        if not isinstance(network, ForwardNetwork):
+            raise TypeError(f"network: received {type(network).__name__}, expected a "
+                            "circuits.ForwardNetwork")
+        if network.output_activation.name != "linear":
+            raise ValueError(f"network.output_activation: received "
+                             f"{network.output_activation.name!r}, expected 'linear' (the "
+                             "predictive-coding energy predicts the output value itself)")
+        if errors not in ERRORS:
+            raise ValueError(f"errors: received {errors!r}, expected one of {list(ERRORS)}")
+        if predictions not in PREDICTIONS:
+            raise ValueError(f"predictions: received {predictions!r}, expected one of "
+                             f"{list(PREDICTIONS)}")
+        if plasticity is not None and not isinstance(plasticity, Plasticity):
+            raise TypeError(f"plasticity: received {type(plasticity).__name__}, expected None "
+                            "or a circuits.gates.Plasticity (Continuous, Schedule, ArrivalGate)")
+        if plasticity is not None and predictions == "fixed":
+            raise ValueError("plasticity: received a gate with predictions='fixed', expected "
+                             "None (fixed-prediction PC freezes the forward pass it learns on)")
+        L = network.L
+        if isinstance(variances, (list, tuple)):
+            if len(variances) != L:
+                raise ValueError(f"variances: received {len(variances)} values, expected one "
+                                 f"per layer (L = {L}) or a single number")
+            var_list = list(variances)
+        else:
+            var_list = [variances] * L
+        for l, v in enumerate(var_list):     # validate under the user's name before binding
+            as_replica_parameter(f"variances[{l}]", v, replica_count("variances", v),
+                                 network.dtype, network.device, allow_minimum=False)
+        self._bind(network, ("tau_x", "tau_eps"), tau_x=tau_x, eta=eta, tau_eps=tau_eps,
+                   **{f"sigma2_{l}": v for l, v in enumerate(var_list, start=1)})
+        net = self.network
+        self.variances = [getattr(self, f"sigma2_{l}") for l in range(1, L + 1)]
+        self.L, self.plasticity = L, plasticity
+        self.leaky, self.fixed = errors == "leaky", predictions == "fixed"
+        self.f = net.hidden_activation
+        self.x = net.input(x)
+        self.batch = self.x.shape[1]
+        self.present(self.x, target)
+        widths = net.widths
+        self.populations = [Population(f"x_{l}", Role.FORWARD, widths[l], l)
+                            for l in range(1, L + 1)]
+        if self.leaky:
+            self.populations += [Population(f"eps_{l}", Role.ERROR, widths[l], l)
+                                 for l in range(1, L + 1)]
+        if plasticity is not None:
+            self.populations += [Population(f"W_{l}", Role.WEIGHT, widths[l], l)
+                                 for l in range(1, L + 1)]
+            if net.biases is not None:
+                self.populations += [Population(f"b_{l}", Role.WEIGHT, widths[l], l)
+                                     for l in range(1, L + 1)]
+            self.populations += plasticity.populations(widths)
+
+    # -- the drive ---------------------------------------------------------------------------
+
+    def present(self, x: torch.Tensor | None = None, target: torch.Tensor | None = None) -> None:
+        """Change what the circuit sees between solves: a new input ``x`` (None keeps the
+        current one) and the teacher (``target``; None removes it and frees the output)."""
+        net = self.network
+        if x is not None:
+            x = net.input(x)
+            if x.shape[1] != self.batch:
+                raise ValueError(f"x: received {x.shape[1]} examples, expected B = "
+                                 f"{self.batch} (the batch size is part of the state's shape)")
+            self.x = x
+            if self.fixed:
+                fwd = net.forward(x)
+                self._mu_ff, self._dphi_ff = fwd.a, fwd.dphi[:-1]
+        if target is None:
+            self.target = torch.zeros(net.replicas, self.batch, net.widths[-1], dtype=net.dtype,
+                                      device=net.device)
+            self.teacher = torch.zeros((), dtype=net.dtype, device=net.device)
+        else:
+            self.target = net.output_like(target)
+            if self.target.shape[1] != self.batch:
+                raise ValueError(f"target: received {self.target.shape[1]} examples, expected "
+                                 f"B = {self.batch} like x")
+            self.teacher = torch.ones((), dtype=net.dtype, device=net.device)
+
+    # -- state -------------------------------------------------------------------------------
+
+    def initial_state(self, perturbation: float = 0.0, seed: int = 0) -> State:
+        """The feed-forward pass (C1: every hidden error zero), optionally with N(0, p²) noise
+        on the hidden values (the "perturbed start" ablation). Gates start disarmed."""
+        if isinstance(perturbation, bool) or not isinstance(perturbation, (int, float)) \
+                or not perturbation >= 0 or not math.isfinite(perturbation):
+            raise ValueError(f"perturbation: received {perturbation!r}, expected a number ≥ 0")
+        net = self.network
+        fwd = net.forward(self.x)
+        y: State = {}
+        g = torch.Generator().manual_seed(seed)
+        for l, a in enumerate(fwd.a, start=1):
+            noise = 0.0
+            if perturbation and l < self.L:
+                noise = perturbation * torch.randn(a.shape, generator=g, dtype=torch.float64
+                                                   ).to(a)
+            y[f"x_{l}"] = a + noise
+        if self.leaky:
+            y.update({f"eps_{l}": torch.zeros_like(a) for l, a in enumerate(fwd.a, start=1)})
+        if self.plasticity is not None:
+            y.update({f"W_{l}": W.clone() for l, W in enumerate(net.weights, start=1)})
+            if net.biases is not None:
+                y.update({f"b_{l}": b.clone() for l, b in enumerate(net.biases, start=1)})
+            y.update(self.plasticity.initial_state(fwd.a))
+        return y
+
+    def parameters(self, y: State) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        """Weights and biases: from the state when plastic, else the network's."""
+        net = self.network
+        if self.plasticity is None:
+            return net.weights, net.biases
+        W = [y[f"W_{l}"] for l in range(1, self.L + 1)]
+        b = None if net.biases is None else [y[f"b_{l}"] for l in range(1, self.L + 1)]
+        return W, b
+
+    # -- the dynamics ------------------------------------------------------------------------
+
+    def _signals(self, y: State):
+        """Rates, predictions, errors, feedback inputs and f' from the state (any leading
+        axes before ``[S, ...]``)."""
+        L, f = self.L, self.f
+        W, b = self.parameters(y)
+        x = [y[f"x_{l}"] for l in range(1, L + 1)]
+        x[-1] = self.teacher * self.target + (1 - self.teacher) * x[-1]
+        rates = [self.x] + [f.phi(v) for v in x[:-1]]
+        if self.fixed:
+            mu, dphi = self._mu_ff, self._dphi_ff
+        else:
+            mu = [r @ Wl.transpose(-1, -2) + (0 if b is None else b[l])
+                  for l, (r, Wl) in enumerate(zip(rates, W))]
+            dphi = [f.dphi(v) for v in x[:-1]]
+        if self.leaky:
+            eps = [y[f"eps_{l}"] for l in range(1, L + 1)]
+        else:
+            eps = [(v - m) / s2 for v, m, s2 in zip(x, mu, self.variances)]
+        fb = [eps[l] @ W[l] for l in range(1, L)]          # W_{ℓ+1}ᵀ ε_{ℓ+1}, ℓ = 1..L-1
+        return x, rates, mu, eps, fb, dphi
+
+    def vector_field(self, t: float, y: State) -> State:
+        L, tau = self.L, self.tau_x
+        x, rates, mu, eps, fb, dphi = self._signals(y)
+        out: State = {}
+        for l in range(1, L):
+            out[f"x_{l}"] = (dphi[l - 1] * fb[l - 1] - eps[l - 1]) / tau
+        m = self.teacher
+        out[f"x_{L}"] = (m * (self.target - y[f"x_{L}"]) - (1 - m) * eps[-1]) / tau
+        if self.leaky:
+            for l in range(1, L + 1):
+                out[f"eps_{l}"] = (x[l - 1] - mu[l - 1] - self.variances[l - 1] * eps[l - 1]
+                                   ) / self.tau_eps
+        if self.plasticity is not None:
+            gates, d_gate = self.plasticity.gates(t, y, Signals(eps, fb, dphi, m, tau))
+            rate = self.eta / tau
+            for l in range(1, L + 1):
+                ge = gates[l - 1] * eps[l - 1]
+                out[f"W_{l}"] = rate * (ge.transpose(-1, -2) @ rates[l - 1]) / self.batch
+                if self.network.biases is not None:
+                    out[f"b_{l}"] = rate * ge.mean(-2, keepdim=True)
+            out.update(d_gate)
+        return out
+
+    def leak(self, y: State) -> dict[str, torch.Tensor]:
+        """Linear decay rates: values through −ε (1/(σ²τ_x); the clamped output at 1/τ_x),
+        or, with leaky errors, the errors at σ²/τ_ε."""
+        if self.leaky:
+            return {f"eps_{l}": self.variances[l - 1] / self.tau_eps
+                    for l in range(1, self.L + 1)}
+        rates = {f"x_{l}": 1.0 / (self.variances[l - 1] * self.tau_x) for l in range(1, self.L)}
+        m = self.teacher
+        rates[f"x_{self.L}"] = (m + (1 - m) / self.variances[-1]) / self.tau_x
+        return rates
+
+    def observe(self, y: State) -> State:
+        obs = dict(y)
+        x, rates, mu, eps, fb, dphi = self._signals(y)
+        energy = 0
+        for l in range(1, self.L + 1):
+            obs[f"eps_{l}"], obs[f"mu_{l}"] = eps[l - 1], mu[l - 1]
+            energy = energy + (self.variances[l - 1] * eps[l - 1] ** 2).sum(-1, keepdim=True) / 2
+        for l in range(1, self.L):
+            obs[f"fb_{l}"] = fb[l - 1]
+        obs["F"] = energy
+        if self.plasticity is not None:
+            gates, _ = self.plasticity.gates(None, y, Signals(eps, fb, dphi, self.teacher,
+                                                              self.tau_x))
+            if gates is not None:
+                for l, g in enumerate(gates, start=1):
+                    obs[f"gate_{l}"] = g.expand_as(eps[l - 1])
+        return obs
+
+    def errors(self, y: State) -> list[torch.Tensor]:
+        """ε_ℓ for ℓ = 1..L."""
+        return self._signals(y)[3]
+
+    def il_updates(self, y: State) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Inference learning's update at a relaxed state: ``σ²_L η ε_ℓ f(x_{ℓ-1})ᵀ`` (the
+        output variance is the teacher's strength, so the update is rescaled by it)."""
+        x, rates, mu, eps, fb, dphi = self._signals(y)
+        scale = self.eta * self.variances[-1]
+        out = []
+        for l in range(1, self.L + 1):
+            e = eps[l - 1]
+            dW = scale * (e.transpose(-1, -2) @ rates[l - 1]) / self.batch
+            db = None if self.network.biases is None else scale * e.mean(-2, keepdim=True)
+            out.append((dW, db))
+        return out
+
+    def weight_changes(self, y0: State, y1: State
+                       ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """``(W_ℓ(1) − W_ℓ(0), b_ℓ(1) − b_ℓ(0))`` between two states of a plastic circuit."""
+        if self.plasticity is None:
+            raise ValueError("plasticity: received None, expected a gate (the weights of this "
+                             "circuit are not state, so they never change)")
+        has_b = self.network.biases is not None
+        return [(y1[f"W_{l}"] - y0[f"W_{l}"],
+                 y1[f"b_{l}"] - y0[f"b_{l}"] if has_b else None) for l in range(1, self.L + 1)]
+
+
+# -- closed forms -----------------------------------------------------------------------------
+
+def backprop_updates(network: ForwardNetwork, x: torch.Tensor, target: torch.Tensor,
+                     eta=1.0) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """What Z-IL must reproduce: ``ΔW_ℓ = η mean_B δ_ℓ r_{ℓ-1}ᵀ``, ``Δb_ℓ = η mean_B δ_ℓ`` for
+    the loss ``½‖y − a_L‖²`` (δ on pre-activations; ``η`` a number or ``[S, 1, 1]``)."""
+    fwd = network.forward(x)
+    delta = network.output_like(target) - fwd.a[-1]
+    deltas = [delta]
+    for l in range(network.L, 1, -1):
+        deltas.append(fwd.dphi[l - 2] * (deltas[-1] @ network.weights[l - 1]))
+    deltas = deltas[::-1]
+    B = delta.shape[1]
+    out = []
+    for l, d in enumerate(deltas, start=1):
+        dW = eta * (d.transpose(-1, -2) @ fwd.r[l - 1]) / B
+        db = None if network.biases is None else eta * d.mean(-2, keepdim=True)
+        out.append((dW, db))
+    return out
+
+
+def update_divergence(a: Sequence[tuple[torch.Tensor, torch.Tensor | None]],
+                      b: Sequence[tuple[torch.Tensor, torch.Tensor | None]],
+                      biases: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Σ|a − b|, Σ|b|)`` per replica ``[S]``: the L1 distance between two sets of updates
+    over all weights (and biases if asked), and the L1 size of the reference ``b``."""
+    dist = size = 0
+    for (wa, ba), (wb, bb) in zip(a, b):
+        pairs = [(wa, wb)] + ([(ba, bb)] if biases and ba is not None else [])
+        for p, q in pairs:
+            dist = dist + (p - q).abs().flatten(1).sum(1)
+            size = size + q.abs().flatten(1).sum(1)
+    return dist, size
+
+
+def fixed_prediction_transient(k: int, t: float, tau_x: float = 1.0,
+                               gamma: float | None = None) -> float:
+    """Fraction of its equilibrium δ that the error k layers below the clamped output holds at
+    time t, starting from the feed-forward pass with μ and f' frozen (SPEC §3).
+
+    Each layer relaxes towards the one above with rate 1/τ_x, so in continuous time the
+    fraction is the Erlang(k, 1/τ_x) CDF ``1 − e^{−s} Σ_{j<k} s^j/j!`` (s = t/τ_x); with Euler
+    steps of ``γ = dt/τ_x`` (``gamma``), after n = t/dt steps it is ``P[Bin(n, γ) ≥ k]``."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise ValueError(f"k: received {k!r}, expected an integer ≥ 0 (layers below the output)")
+    if gamma is None:
+        s = t / tau_x
+        return 1.0 - math.exp(-s) * sum(s ** j / math.factorial(j) for j in range(k))
+    n = round(t / (gamma * tau_x))
+    return sum(math.comb(n, j) * gamma ** j * (1 - gamma) ** (n - j) for j in range(k, n + 1))
