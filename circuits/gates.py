@@ -36,6 +36,7 @@ do, see ``demos.reproduce_song2020``).
 """
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Sequence
@@ -85,26 +86,32 @@ class Continuous(Plasticity):
 
 class Schedule(Plasticity):
     """An external clock: ``W_ℓ`` learns during inference step ``steps[ℓ-1]``, where step k is
-    ``start + k·τ_x ≤ t < start + (k+1)·τ_x`` (with dt = τ_x: exactly the k-th Euler step)."""
+    ``start + k·period ≤ t < start + (k+1)·period``. The clock's period defaults to τ_x, so
+    with dt = τ_x step k is exactly the k-th Euler step; give ``period = dt`` to keep one update
+    per step when dt ≠ τ_x (the γ ≠ 1 ablation of Z-IL)."""
 
-    def __init__(self, steps: Sequence[int], start: float = 0.0):
+    def __init__(self, steps: Sequence[int], start: float = 0.0, period: float | None = None):
         if not isinstance(steps, (list, tuple)) or not steps or any(
                 isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in steps):
             raise ValueError(f"steps: received {steps!r}, expected one integer ≥ 0 per layer")
-        if isinstance(start, bool) or not isinstance(start, (int, float)):
-            raise ValueError(f"start: received {start!r}, expected a number (the clamp time)")
+        if isinstance(start, bool) or not isinstance(start, (int, float)) \
+                or not math.isfinite(start):
+            raise ValueError(f"start: received {start!r}, expected a finite number (the clamp "
+                             "time)")
         self.steps, self.start = list(steps), float(start)
+        self.period = None if period is None else positive_float("period", period)
 
     @classmethod
-    def z_il(cls, layers: int, start: float = 0.0) -> "Schedule":
+    def z_il(cls, layers: int, start: float = 0.0, period: float | None = None) -> "Schedule":
         """C2: layer ℓ learns at step L − ℓ, its distance from the output."""
-        return cls([layers - l for l in range(1, layers + 1)], start)
+        return cls([layers - l for l in range(1, layers + 1)], start, period)
 
     @classmethod
-    def together(cls, layers: int, step: int | None = None, start: float = 0.0) -> "Schedule":
+    def together(cls, layers: int, step: int | None = None, start: float = 0.0,
+                 period: float | None = None) -> "Schedule":
         """The C2 ablation: every layer learns at the same step (default L − 1, when the
         wave reaches the first layer)."""
-        return cls([layers - 1 if step is None else step] * layers, start)
+        return cls([layers - 1 if step is None else step] * layers, start, period)
 
     def gates(self, t, y, signals):
         if len(self.steps) != len(signals.errors):
@@ -112,7 +119,8 @@ class Schedule(Plasticity):
                              f"(L = {len(signals.errors)})")
         if t is None:
             return None, {}
-        k = torch.floor((t - self.start) / signals.tau_x + 1e-9)
+        period = signals.tau_x if self.period is None else self.period
+        k = torch.floor(torch.as_tensor((t - self.start) / period + 1e-9))
         return [(k == s).to(signals.tau_x.dtype) for s in self.steps], {}
 
 

@@ -64,7 +64,7 @@ class ForwardNetwork:
         scale: default ``1/sqrt(n_in)`` (uniform, normal) or 1 (orthogonal).
         replicas: S.
         seed: an int (every replica gets the same network, drawn from this seed) or a sequence of
-            S ints (replica s drawn from seed[s]).
+            S ints (replica s drawn from seed[s]; S defaults to its length).
         weights, biases: give the parameters directly instead (lists of ``[S, n_ℓ, n_{ℓ-1}]`` and
             ``[S, 1, n_ℓ]``); widths must agree.
     """
@@ -79,6 +79,8 @@ class ForwardNetwork:
                 isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in widths):
             raise ValueError(f"widths: received {widths!r}, expected a list of at least two "
                              "positive integers [n_0, ..., n_L]")
+        if isinstance(seed, (list, tuple)) and replicas == 1:
+            replicas = len(seed)              # one replica per seed
         if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
             raise ValueError(f"replicas: received {replicas!r}, expected an integer ≥ 1")
         if init not in INITS:

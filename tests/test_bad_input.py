@@ -130,3 +130,73 @@ def test_circuits_reject_bad_inputs():
 def test_network_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ForwardNetwork(**kwargs)
+
+
+# -- predictive coding ------------------------------------------------------------------------
+
+from circuits import ArrivalGate, PredictiveCoding, Schedule  # noqa: E402
+from solvers import Phase, present  # noqa: E402
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(variances=[1.0]), r"variances: received 1 values, expected one per layer \(L = 2\)"),
+    (dict(variances=0.0), r"variances\[0\]: received 0\.0, expected values > 0"),
+    (dict(variances=[1.0, -2.0]), r"variances\[1\]: received -2\.0, expected values > 0"),
+    (dict(tau_x=0.0), r"tau_x: received 0\.0, expected values > 0"),
+    (dict(eta=-0.1), r"eta: received -0\.1, expected values ≥ 0"),
+    (dict(errors="implicit"), r"errors: received 'implicit', expected one of \['explicit', "
+                              r"'leaky'\]"),
+    (dict(predictions="frozen"), r"predictions: received 'frozen', expected one of"),
+    (dict(plasticity="z_il"), r"plasticity: received str, expected None or a "
+                              r"circuits.gates.Plasticity"),
+    (dict(plasticity=Schedule.z_il(2), predictions="fixed"),
+     r"plasticity: received a gate with predictions='fixed', expected None"),
+])
+def test_predictive_coding_rejects_bad_arguments(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        PredictiveCoding(NET, X, Y, **kwargs)
+
+
+def test_predictive_coding_rejects_bad_networks_and_drives():
+    tanh_out = ForwardNetwork([3, 4, 2], output_activation="tanh", seed=0)
+    with pytest.raises(ValueError, match=r"network.output_activation: received 'tanh', "
+                                         r"expected 'linear'"):
+        PredictiveCoding(tanh_out, X, Y)
+    c = PredictiveCoding(NET, X, Y, eta=0.1, plasticity=ArrivalGate())
+    with pytest.raises(ValueError, match=r"x: received 3 examples, expected B = 2"):
+        c.present(torch.zeros(3, 3, dtype=F64))
+    with pytest.raises(ValueError, match=r"target: received shape \(2, 5\), expected last "
+                                         r"dimension n_L = 2"):
+        c.present(target=torch.zeros(2, 5, dtype=F64))
+    with pytest.raises(ValueError, match=r"perturbation: received -1\.0, expected a number ≥ 0"):
+        c.initial_state(perturbation=-1.0)
+    frozen = PredictiveCoding(NET, X, Y)
+    with pytest.raises(ValueError, match=r"plasticity: received None, expected a gate"):
+        frozen.weight_changes(frozen.initial_state(), frozen.initial_state())
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: Schedule([1, -1]), r"steps: received \[1, -1\], expected one integer ≥ 0 per layer"),
+    (lambda: Schedule([0], period=0.0), r"period: received 0\.0, expected a finite number > 0"),
+    (lambda: ArrivalGate("spike"), r"signal: received 'spike', expected one of \['feedback', "
+                                   r"'drive', 'error'\]"),
+    (lambda: ArrivalGate("error", ordered=True), r"ordered: received True with signal='error'"),
+    (lambda: ArrivalGate(threshold=0.0), r"threshold: received 0\.0, expected a finite number"),
+    (lambda: ArrivalGate(t_quiet=-1.0), r"t_quiet: received -1\.0"),
+    (lambda: Phase("learn", duration=0.0, dt=1.0, teacher=True),
+     r"Phase 'learn': duration: received 0\.0, expected a finite number > 0"),
+])
+def test_gates_and_phases_reject_bad_arguments(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_schedule_must_name_every_layer_and_present_needs_a_drive():
+    c = PredictiveCoding(NET, X, Y, eta=0.1, plasticity=Schedule([1, 0, 0]))
+    with pytest.raises(ValueError, match=r"steps: received 3 steps, expected one per layer "
+                                         r"\(L = 2\)"):
+        c.vector_field(0.0, c.initial_state())
+    dfc = DeepFeedbackControl(NET, X, Y)
+    with pytest.raises(TypeError, match=r"circuit: received DeepFeedbackControl, expected a "
+                                        r"circuit with a present\(x, target\) method"):
+        present(dfc, dfc.initial_state(), X, Y, [Phase("p", 1.0, 0.1, False)])
