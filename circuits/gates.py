@@ -12,9 +12,9 @@ may own state populations (detectors, timers); the circuit adds them to its stat
 
 The arrival gate, per neuron of layer ℓ (θ a small threshold, H the step function):
 
-    quiet        q: τ dq/dt = (1 − q)·τ/t_quiet  while the neuron is quiet, else −q
+    quiet        q: τ dq/dt = (1 − q)·τ/t_quiet  while |signal| ≤ θ, else −q
     armed        A = H(q − ½)                     (quiet for ≳ t_quiet·ln 2)
-    arrival      s = H(|signal| − θ)
+    arrival      s = H(|signal| − hθ)             (h = hysteresis ≫ 1)
     pending      τ dp/dt = A·s − p                (hidden layers)
     gate         g = p  (hidden),   g_L = A_L · m  (output; m = 1 while the teacher clamps it)
 
@@ -25,6 +25,11 @@ the step at which the error neuron holds backprop's δ. ``signal`` is the feedba
 the error ``ε_ℓ`` itself (Song et al.'s φ: fires on the step ε leaves 0, no delay). The last two
 are the naive gates: a dead ReLU unit receives no drive and keeps ε = 0 when the wave passes,
 so they fire later, when the bottom-up prediction moves it.
+
+The two thresholds make the detector a Schmitt trigger. With one threshold, signals fading
+out at the end of a settle cross θ back and forth (error and feedback of a neuron do not fall
+below θ at the same time), re-arm the timer and fire on a signal of size θ; a teacher's wave is
+many orders of magnitude above hθ.
 
 ``ordered`` (default for the feedback signal) also requires the neuron's own error to be quiet
 at the moment feedback arrives. This is how the circuit tells a teacher's wave from a new input
@@ -131,14 +136,17 @@ class ArrivalGate(Plasticity):
         signal: ``feedback`` (default), ``drive`` or ``error``.
         ordered: require the neuron's own error to be quiet when the signal arrives (default:
             True for ``feedback``, False for ``drive``; not allowed for ``error``).
-        threshold: θ; default ``sqrt(machine ε)`` of the state's dtype (1.5e-8 in float64).
+        threshold: θ, below which a signal counts as quiet; default ``sqrt(machine ε)`` of the
+            state's dtype (1.5e-8 in float64).
+        hysteresis: h; a signal arrives when it exceeds hθ.
         t_quiet: time constant of the quiet timer (the paper's t_d), in the units of t.
     """
 
     SIGNALS = ("feedback", "drive", "error")
 
     def __init__(self, signal: str = "feedback", ordered: bool | None = None,
-                 threshold: float | None = None, t_quiet: float = 2.0):
+                 threshold: float | None = None, hysteresis: float = 100.0,
+                 t_quiet: float = 2.0):
         if signal not in self.SIGNALS:
             raise ValueError(f"signal: received {signal!r}, expected one of {list(self.SIGNALS)}")
         if ordered is None:
@@ -151,6 +159,10 @@ class ArrivalGate(Plasticity):
         self.signal, self.ordered = signal, ordered
         self.threshold = None if threshold is None else positive_float("threshold", threshold)
         self.t_quiet = positive_float("t_quiet", t_quiet)
+        self.hysteresis = positive_float("hysteresis", hysteresis)
+        if self.hysteresis < 1:
+            raise ValueError(f"hysteresis: received {hysteresis!r}, expected a number ≥ 1 (the "
+                             "arrival threshold is hysteresis × threshold)")
         self.delayed = signal != "error"
 
     def populations(self, widths):
@@ -173,6 +185,7 @@ class ArrivalGate(Plasticity):
         dtype = errors[0].dtype
         theta = self.threshold if self.threshold is not None \
             else torch.finfo(dtype).eps ** 0.5
+        high = self.hysteresis * theta
         L = len(errors)
         gates, d = [], {}
         for l in range(1, L + 1):
@@ -180,15 +193,15 @@ class ArrivalGate(Plasticity):
             eps_quiet = eps.abs() <= theta
             armed = q > 0.5
             if l == L:
-                arrived = (eps.abs() > theta) if self.signal == "error" \
+                arrived = (eps.abs() > high) if self.signal == "error" \
                     else (signals.teacher > 0).expand_as(eps)
                 quiet = eps_quiet
             else:
                 source = {"feedback": lambda: signals.feedback[l - 1],
                           "drive": lambda: signals.dphi[l - 1] * signals.feedback[l - 1],
                           "error": lambda: eps}[self.signal]()
-                arrived = source.abs() > theta
-                quiet = ~arrived
+                arrived = source.abs() > high
+                quiet = source.abs() <= theta
                 if self.ordered:
                     quiet, armed = quiet & eps_quiet, armed & eps_quiet
             fire = (armed & arrived).to(dtype)

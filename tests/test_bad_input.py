@@ -183,6 +183,7 @@ def test_predictive_coding_rejects_bad_networks_and_drives():
     (lambda: ArrivalGate("error", ordered=True), r"ordered: received True with signal='error'"),
     (lambda: ArrivalGate(threshold=0.0), r"threshold: received 0\.0, expected a finite number"),
     (lambda: ArrivalGate(t_quiet=-1.0), r"t_quiet: received -1\.0"),
+    (lambda: ArrivalGate(hysteresis=0.5), r"hysteresis: received 0\.5, expected a number ≥ 1"),
     (lambda: Phase("learn", duration=0.0, dt=1.0, teacher=True),
      r"Phase 'learn': duration: received 0\.0, expected a finite number > 0"),
 ])

@@ -35,3 +35,26 @@ def test_feedback_control_and_stability_on_cuda():
     sol = solve(c, c.initial_state(), 0.0, 500.0, dt=0.01, method="rk4", atol=1e-14, rtol=1e-11)
     assert sol.converged.all()
     assert analyse_circuit(c, method="rk4", dt=0.01).converges.all()
+
+
+@pytest.mark.parametrize("gate", ["schedule", "arrival"])
+def test_predictive_coding_on_cuda_matches_cpu(gate):
+    from circuits import ArrivalGate, PredictiveCoding, Schedule
+    changes = {}
+    for device in ("cpu", "cuda"):
+        net = ForwardNetwork([5, 8, 8, 3], "relu", seed=[0, 1, 2], device=device)
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(4, 5, generator=g, dtype=torch.float64)
+        y = torch.randn(4, 3, generator=g, dtype=torch.float64)
+        if gate == "schedule":
+            c = PredictiveCoding(net, x, y, eta=0.1, plasticity=Schedule.z_il(net.L))
+            y0 = c.initial_state()
+        else:
+            c = PredictiveCoding(net, x, None, eta=0.1, plasticity=ArrivalGate())
+            y0 = solve(c, c.initial_state(), 0.0, 500.0, dt=0.1, atol=1e-14, rtol=1e-12).y1
+            c.present(target=y)
+        sol = solve(c, y0, 0.0, 6.0, dt=1.0, steady_state=False)
+        changes[device] = c.weight_changes(y0, sol.y1)
+    for (wc, bc), (wg, bg) in zip(changes["cpu"], changes["cuda"]):
+        assert torch.allclose(wc, wg.cpu(), rtol=1e-9, atol=1e-13)
+        assert torch.allclose(bc, bg.cpu(), rtol=1e-9, atol=1e-13)
