@@ -14,7 +14,7 @@ The arrival gate, per neuron of layer ℓ (θ a small threshold, H the step func
 
     quiet        q: τ dq/dt = (1 − q)·τ/t_quiet  while |signal| ≤ θ, else −q
     armed        A = H(q − ½)                     (quiet for ≳ t_quiet·ln 2)
-    arrival      s = H(|signal| − hθ)             (h = hysteresis ≫ 1)
+    arrival      s = H(|signal| − hθ)             (h = hysteresis > 1)
     pending      τ dp/dt = A·s − p                (hidden layers)
     gate         g = p  (hidden),   g_L = A_L · m  (output; m = 1 while the teacher clamps it)
 
@@ -136,8 +136,11 @@ class ArrivalGate(Plasticity):
         signal: ``feedback`` (default), ``drive`` or ``error``.
         ordered: require the neuron's own error to be quiet when the signal arrives (default:
             True for ``feedback``, False for ``drive``; not allowed for ``error``).
-        threshold: θ, below which a signal counts as quiet; default ``sqrt(machine ε)`` of the
-            state's dtype (1.5e-8 in float64).
+        threshold: θ, below which a signal counts as quiet; default 256 machine epsilons of the
+            state's dtype (5.7e-14 in float64, 3.1e-5 in float32): a few hundred times the
+            rounding noise of a settled error, so that the arrival threshold hθ stays far below
+            any teacher's wave. A settle reaches it on its own: the steady-state stop waits for
+            the quiet timers, which charge only once the errors are below θ.
         hysteresis: h; a signal arrives when it exceeds hθ.
         t_quiet: time constant of the quiet timer (the paper's t_d), in the units of t.
     """
@@ -145,7 +148,7 @@ class ArrivalGate(Plasticity):
     SIGNALS = ("feedback", "drive", "error")
 
     def __init__(self, signal: str = "feedback", ordered: bool | None = None,
-                 threshold: float | None = None, hysteresis: float = 100.0,
+                 threshold: float | None = None, hysteresis: float = 10.0,
                  t_quiet: float = 2.0):
         if signal not in self.SIGNALS:
             raise ValueError(f"signal: received {signal!r}, expected one of {list(self.SIGNALS)}")
@@ -180,12 +183,15 @@ class ArrivalGate(Plasticity):
                           for l, e in enumerate(like[:-1], start=1)})
         return state
 
+    def thresholds(self, dtype: torch.dtype) -> tuple[float, float]:
+        """``(θ, hθ)``: quiet below the first, arrived above the second."""
+        theta = self.threshold if self.threshold is not None else 256 * torch.finfo(dtype).eps
+        return theta, self.hysteresis * theta
+
     def gates(self, t, y, signals):
         errors, tau = signals.errors, signals.tau_x
         dtype = errors[0].dtype
-        theta = self.threshold if self.threshold is not None \
-            else torch.finfo(dtype).eps ** 0.5
-        high = self.hysteresis * theta
+        theta, high = self.thresholds(dtype)
         L = len(errors)
         gates, d = [], {}
         for l in range(1, L + 1):

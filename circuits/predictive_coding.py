@@ -333,4 +333,12 @@ def fixed_prediction_transient(k: int, t: float, tau_x: float = 1.0,
         s = t / tau_x
         return 1.0 - math.exp(-s) * sum(s ** j / math.factorial(j) for j in range(k))
     n = round(t / (gamma * tau_x))
-    return sum(math.comb(n, j) * gamma ** j * (1 - gamma) ** (n - j) for j in range(k, n + 1))
+    if k > n:
+        return 0.0
+    if gamma >= 1.0:
+        return 1.0
+    # 1 − P[Bin(n, γ) < k], the pmf in log space (math.comb overflows a float past ~1000 steps)
+    lg, lq = math.log(gamma), math.log1p(-gamma)
+    below = sum(math.exp(math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1)
+                         + j * lg + (n - j) * lq) for j in range(k))
+    return max(0.0, 1.0 - below)

@@ -425,7 +425,7 @@ def prediction_gate_figure(path: Path, traces: Mapping[str, Mapping[str, np.ndar
                            results: Mapping[str, Mapping[str, float]], L: int) -> Path:
     """One panel per gate: the largest gate of each layer after a new input (no teacher), and
     on a log axis the largest |ε| of the circuit with the gate's threshold θ."""
-    theta = torch.finfo(torch.float64).eps ** 0.5
+    theta = 256 * torch.finfo(torch.float64).eps          # ArrivalGate's default θ
     fig, axes = plt.subplots(len(traces), 1, sharex=True, squeeze=False,
                              figsize=(9.5, 1.2 + 2.3 * len(traces)), layout="constrained")
     for ax, (name, tr) in zip(axes[:, 0], traces.items()):

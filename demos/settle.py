@@ -1,15 +1,19 @@
-"""Settling demo: DI, SDI and DFC settle on one example, against their closed forms.
+"""Settling demo: DI, SDI, DFC and PC settle on one example, against their closed forms.
 
     python -m demos.settle [--config configs/settle.yaml] --out DIR
 
 A small tanh network (``network`` section) sees one seeded example ``x ~ N(0, I)`` with target
 ``y ~ N(0, I)``. Each circuit (layer-wise dynamic inversion, single-loop DI, deep feedback
-control; SPEC §1, §2) is integrated from its initial state until it settles (per-replica
-steady-state detection of :func:`solvers.solve`), and its final state is compared with its closed
-form: NDI for DI, the linear-carry inversion of the whole path for SDI (both exact), and for DFC
-the steady state linearised about the feed-forward pass (exact as the nudge → 0, so the config
-keeps the nudge small). For DFC the forward state ``v`` is O(1) while the nudge moves it by
-O(nudge), so its error is measured on the deviation from the feed-forward pass, ``v − v_ff``.
+control, fixed-prediction predictive coding with the output clamped to the target; SPEC §1–3)
+is integrated from its initial state until it settles (per-replica steady-state detection of
+:func:`solvers.solve`), and its final state is compared with its closed form: NDI for DI, the
+linear-carry inversion of the whole path for SDI, backprop's δ for PC (all three exact), and for
+DFC the steady state linearised about the feed-forward pass (exact as the nudge → 0, so the
+config keeps the nudge small). For DFC and PC the forward state (``v``, ``x``) is O(1) while the
+circuit moves it by a small amount, so their error is measured on the deviation from the
+feed-forward pass (``v − v_ff``, ``x − x_ff``). PC's errors also follow a known transient (the
+binomial law of :func:`circuits.fixed_prediction_transient` for Euler steps): its largest
+deviation is reported as ``transient_error_to_law``.
 
 Writes ``DIR/<circuit>.png`` (each population over time, closed forms dashed, and the angle of
 the implied weight update to backprop, pseudo-backprop, Gauss-Newton and, for DI with random
@@ -30,10 +34,12 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from circuits import DynamicInversion, ForwardNetwork, SingleLoopDynamicInversion
-from circuits.credit import alignment, reference_credits
+from circuits import (DynamicInversion, ForwardNetwork, PredictiveCoding,
+                      SingleLoopDynamicInversion, fixed_prediction_transient)
+from circuits.credit import alignment, backprop, reference_credits
 from circuits.feedback_control import DeepFeedbackControl
-from solvers import solve
+from circuits.network import Forward
+from solvers import Solution, solve
 
 from .config import Config, Schema, Section, load_config, read_yaml
 from .plots import Trace, settling_figure
@@ -41,9 +47,22 @@ from .plots import Trace, settling_figure
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "settle.yaml"
 _CIRCUIT_INPUTS = ("network", "x", "target", "output_error")
 _SOLVE_SUPPLIED = ("f", "y0", "save_every", "save_at", "observe")
+# fixed_prediction_transient sums math.comb(n, j) as floats, which overflow past ~1030 steps.
+_LAW_MAX_STEPS = 1000
 
 
 # -- what each circuit needs beyond the generic code ------------------------------------------
+
+def _own_credits(circuit, ys: Mapping[str, torch.Tensor]
+                 ) -> tuple[Forward, torch.Tensor, list[torch.Tensor]]:
+    """The feed-forward pass, the output credit δ_L ``[S, B, n_L]`` and the credit trajectories
+    ``[T, S, B, n_ℓ]`` of a circuit that computes them itself (DI, SDI, DFC)."""
+    return circuit.forward, circuit.delta_L, circuit.credits(ys)
+
+
+def _no_extras(circuit, sol: Solution, solver: Mapping[str, Any]) -> dict[str, Any]:
+    return {}
+
 
 @dataclass(frozen=True)
 class CircuitSpec:
@@ -58,6 +77,9 @@ class CircuitSpec:
     derived:      ``circuit -> [(observed key, role, layer)]`` plotted besides the state.
     exact:        whether the closed form is exact (else a linearisation).
     title_keys:   constructor arguments shown in the figure title.
+    credits:      ``(circuit, ys) -> (forward pass, δ_L, credit trajectories)`` for the
+                  alignment panel.
+    extras:       ``(circuit, solution, solver kwargs) -> {key: value}`` added to the summary.
     """
 
     cls: type
@@ -67,6 +89,9 @@ class CircuitSpec:
     derived: Callable[[Any], list[tuple[str, str, int]]]
     exact: bool
     title_keys: tuple[str, ...]
+    credits: Callable[[Any, Mapping[str, torch.Tensor]],
+                      tuple[Forward, torch.Tensor, list[torch.Tensor]]] = _own_credits
+    extras: Callable[[Any, Solution, Mapping[str, Any]], dict[str, Any]] = _no_extras
 
 
 def _state_only(circuit, star: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -93,6 +118,80 @@ def _dfc_closed_form(circuit, y1):
     return star, derived
 
 
+def _pc_equilibrium(circuit: PredictiveCoding) -> tuple[Forward, list[torch.Tensor]]:
+    """Fixed-prediction PC's equilibrium errors ``[S, B, n_ℓ]``, ℓ = 1..L: ``ε*_L = (y − a_L)/σ²_L``
+    and ``ε*_ℓ = φ'(a_ℓ) ⊙ W_{ℓ+1}ᵀ ε*_{ℓ+1}`` — backprop's cascade, so with σ²_L = 1 they are
+    backprop's δ for ``½‖y − a_L‖²``. Only fixed predictions settle there."""
+    if not circuit.fixed:
+        raise ValueError("config section 'predictive_coding', key 'predictions': received "
+                         "'live', expected 'fixed' (backprop's δ is the equilibrium only when "
+                         "predictions are frozen at the feed-forward pass)")
+    net = circuit.network
+    fwd = net.forward(circuit.x)
+    return fwd, backprop(net, fwd, (circuit.target - fwd.a[-1]) / circuit.variances[-1])
+
+
+def _pc_closed_form(circuit, y1):
+    """Values ``x*_ℓ = a_ℓ + σ²_ℓ ε*_ℓ`` (so ``x*_L = y``), and the errors and feedback inputs
+    ``W_{ℓ+1}ᵀ ε*_{ℓ+1}`` at equilibrium (state entries when the errors are leaky)."""
+    fwd, eps = _pc_equilibrium(circuit)
+    star = {f"x_{l}": a + s2 * e for l, (a, s2, e)
+            in enumerate(zip(fwd.a, circuit.variances, eps), start=1)}
+    derived = {f"eps_{l}": e for l, e in enumerate(eps, start=1)}
+    if circuit.leaky:
+        star.update(derived)
+    derived.update({f"fb_{l}": eps[l] @ W for l, W in enumerate(circuit.network.weights[1:],
+                                                                 start=1)})
+    return star, derived
+
+
+def _pc_offset(circuit) -> dict[str, torch.Tensor]:
+    """The feed-forward pre-activations ``a_ℓ`` ``[S, B, n_ℓ]``, where the values start."""
+    return {f"x_{l}": a for l, a in enumerate(_pc_equilibrium(circuit)[0].a, start=1)}
+
+
+def _pc_credits(circuit, ys):
+    """PC's credit is its error populations ε_ℓ ``[T, S, B, n_ℓ]``; δ_L is ε*_L."""
+    fwd, eps = _pc_equilibrium(circuit)
+    return fwd, eps[-1], circuit.errors(ys)
+
+
+def _pc_pops(circuit) -> list[tuple[str, str, int]]:
+    """The errors (unless they are state: leaky errors) and the feedback inputs."""
+    errors = [] if circuit.leaky else [(f"eps_{l}", "error", l)
+                                       for l in range(1, circuit.L + 1)]
+    return errors + _feedback_pops(circuit)
+
+
+def _pc_transient(circuit, sol: Solution, solver: Mapping[str, Any]) -> dict[str, Any]:
+    """``transient_error_to_law``: max over saved times and units of
+    ``|ε_ℓ(t) − ε*_ℓ · P[Bin(t/dt, γ) ≥ L − ℓ]| / max|ε*|`` (γ = dt/τ_x; saved points between
+    steps are interpolated like the state), up to the settle or :data:`_LAW_MAX_STEPS` steps.
+    None where the law does not hold: Euler with γ ≤ 1, explicit errors, unit variances."""
+    tau = circuit.tau_x.reshape(-1)
+    dt = sol.stats["dt"]
+    if sol.stats["method"] != "euler" or circuit.leaky or tau.numel() != 1 \
+            or any(bool((v != 1).any()) for v in circuit.variances) or dt > float(tau):
+        return {"transient_error_to_law": None}
+    tau, gamma = float(tau), dt / float(tau)
+    steps = (sol.ts.double() - float(sol.ts[0])) / dt
+    below = steps.floor()
+    last = min(float(sol.t_stop[0] - sol.ts[0]) / dt, _LAW_MAX_STEPS)
+    keep = below + 1 <= last + 1e-9             # after the stop the record is frozen
+    below, frac = below[keep].long(), (steps - below)[keep]
+    _, star = _pc_equilibrium(circuit)
+    eps = circuit.errors({k: v[keep] for k, v in sol.ys.items()})
+    needed = sorted(set(below.tolist()) | set((below + 1).tolist()))
+    worst = 0.0
+    for l in range(1, circuit.L + 1):
+        law = {m: fixed_prediction_transient(circuit.L - l, m * dt, tau, gamma) for m in needed}
+        lo = torch.tensor([law[m] for m in below.tolist()], dtype=torch.float64)
+        hi = torch.tensor([law[m + 1] for m in below.tolist()], dtype=torch.float64)
+        at_t = torch.lerp(lo, hi, frac).to(eps[0].dtype)[:, None, None, None]
+        worst = max(worst, float((eps[l - 1] - at_t * star[l - 1]).abs().max()))
+    return {"transient_error_to_law": worst / max(float(e.abs().max()) for e in star)}
+
+
 def _feedback_pops(circuit) -> list[tuple[str, str, int]]:
     keys = sorted(k for k in circuit.observe(circuit.initial_state()) if k.startswith("fb_"))
     return [(k, "feedback", int(k.split("_")[1])) for k in keys]
@@ -117,6 +216,9 @@ CIRCUITS: dict[str, CircuitSpec] = {
                        lambda c: [("e", "error", c.network.L)] + _feedback_pops(c), False,
                        ("target_mode", "nudge", "alpha", "k_p", "tau_v", "tau_u", "leak",
                         "feedback")),
+    "PC": CircuitSpec(PredictiveCoding, "predictive_coding", _pc_closed_form, _pc_offset,
+                      _pc_pops, True, ("predictions", "errors", "variances", "tau_x"),
+                      _pc_credits, _pc_transient),
 }
 
 _sections: dict[str, Section] = {
@@ -136,8 +238,8 @@ SCHEMA = Schema(sections=_sections, demo={
     "plot_until": 3.0,                   # plot up to this multiple of the settle time
 })
 
-PRETTY = {"alpha": "α", "tau_u": "τ_u", "tau_delta": "τ_δ", "tau_v": "τ_v", "k_i": "k_i",
-          "k_p": "k_p"}
+PRETTY = {"alpha": "α", "tau_u": "τ_u", "tau_delta": "τ_δ", "tau_v": "τ_v", "tau_x": "τ_x",
+          "k_i": "k_i", "k_p": "k_p", "variances": "σ²"}
 
 
 def load(config: str | Path | Mapping[str, Any] | None = None) -> Config:
@@ -213,10 +315,10 @@ def run_circuit(name: str, config: Config, net: ForwardNetwork, x: torch.Tensor,
     feedback = None
     if name == "DI" and kwargs.get("feedback", "transpose") != "transpose":
         feedback = circuit.feedback
-    refs = reference_credits(circuit.network, circuit.forward, circuit.delta_L,
-                             feedback=feedback, **config.get("references", {}))
-    angles = {k: v[:, 0].cpu().numpy() for k, v in
-              alignment(circuit.forward, circuit.credits(sol.ys), refs).items()}
+    fwd, delta_L, credits = spec.credits(circuit, sol.ys)
+    refs = reference_credits(circuit.network, fwd, delta_L, feedback=feedback,
+                             **config.get("references", {}))
+    angles = {k: v[:, 0].cpu().numpy() for k, v in alignment(fwd, credits, refs).items()}
 
     # the figure: state populations (minus offset) and derived ones, closed forms dashed
     ts = sol.ts.cpu().numpy()
@@ -257,13 +359,22 @@ def run_circuit(name: str, config: Config, net: ForwardNetwork, x: torch.Tensor,
         "final_angles_deg": {k: float(v[-1]) for k, v in angles.items()},
         "figure": f"{name}.png",
         "parameters": _jsonable(params),
+        **spec.extras(circuit, sol, solver),
     }
     settling_figure(out / f"{name}.png", ts[shown], traces,
                     {k: v[shown] for k, v in angles.items()},
                     title=_title(name, spec, params, config["network"], solver, result),
                     settle_time=settle_time,
-                    panel_labels={"forward": "forward\n(v − v_ff)"} if offset else None)
+                    panel_labels=_offset_label(offset))
     return result
+
+
+def _offset_label(offset: Mapping[str, torch.Tensor]) -> dict[str, str] | None:
+    """The forward panel's label when the feed-forward pass is subtracted (``v − v_ff``)."""
+    if not offset:
+        return None
+    base = next(iter(offset)).split("_")[0]
+    return {"forward": f"forward\n({base} − {base}_ff)"}
 
 
 # -- the demo ---------------------------------------------------------------------------------

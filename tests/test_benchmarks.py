@@ -1,5 +1,8 @@
 """The benchmark scripts still run (tiny sizes; the figures themselves live in BENCHMARKS.md)."""
-from benchmarks import di_batched
+import json
+import math
+
+from benchmarks import di_batched, pc_cost
 
 
 def test_di_batched_runs_and_agrees_with_the_per_replica_loop(capsys):
@@ -11,3 +14,19 @@ def test_di_batched_runs_and_agrees_with_the_per_replica_loop(capsys):
     assert diff["batched_vs_per_replica"] < 1e-13
     assert diff["solve_vs_handwritten_flat"] == 0.0
     assert set(result["ratios"]) >= {"speedup_batched_vs_loop", "solve_over_handwritten"}
+
+
+def test_pc_cost_runs_and_z_il_updates_like_backprop(capsys, tmp_path):
+    out = tmp_path / "pc.json"
+    result = pc_cost.main(["--widths", "4", "6", "5", "3", "--batch", "2", "--examples", "2",
+                           "--repeats", "1", "--dtype", "float64", "--max-time", "20",
+                           "--out", str(out)])
+    assert "× backprop" in capsys.readouterr().out
+    ratios = result["ratios"]
+    assert set(ratios) == {f"{rule}_over_backprop_B{b}" for rule in ("z_il", "fa_z_il", "il")
+                           for b in (2,)}
+    assert all(math.isfinite(r) and r > 0 for r in ratios.values())
+    gaps = result["max_abs_update_diff"]["float64"]
+    assert gaps["z_il"] <= 1e-10 and gaps["fa_z_il"] <= 1e-10      # both are exactly backprop
+    assert gaps["il"] > 1e-6                                         # plain IL is not
+    assert json.loads(out.read_text())["ratios"] == ratios

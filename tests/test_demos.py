@@ -9,7 +9,7 @@ import torch
 from demos import config as cfg
 from demos import settle, tour
 
-CIRCUITS = ("DI", "SDI", "DFC")
+CIRCUITS = ("DI", "SDI", "DFC", "PC")
 KEYS = ("status", "relative_error_to_closed_form", "settle_time")
 
 
@@ -64,6 +64,24 @@ def test_settle_config_override_selects_circuits(tmp_path):
     assert summary["circuits"]["DFC"]["relative_error_to_closed_form"] <= 1e-3
     assert (tmp_path / "out" / "DFC.png").is_file()
     assert not (tmp_path / "out" / "DI.png").exists()
+
+
+def test_settle_pc_errors_are_backprop_and_follow_the_binomial_law(settled):
+    _, summary = settled
+    pc = summary["circuits"]["PC"]
+    assert pc["closed_form"] == "exact"
+    assert pc["final_angles_deg"]["backprop"] < 1e-6      # equilibrium errors are δ itself
+    assert pc["transient_error_to_law"] < 1e-12           # ε_ℓ(t) = δ_ℓ · P[Bin(n, γ) ≥ L − ℓ]
+
+
+def test_settle_pc_leaky_errors_and_variances_keep_the_closed_form(tmp_path):
+    summary = settle.run({"circuits": ["PC"], "predictive_coding": {
+        "errors": "leaky", "variances": [0.5, 2.0, 1.0]}}, tmp_path)
+    pc = summary["circuits"]["PC"]
+    assert pc["status"] == "converged" and pc["relative_error_to_closed_form"] <= 1e-6
+    assert pc["transient_error_to_law"] is None            # the law holds for explicit, σ² = 1
+    with pytest.raises(ValueError, match="'predictions': received 'live', expected 'fixed'"):
+        settle.run({"circuits": ["PC"], "predictive_coding": {"predictions": "live"}}, tmp_path)
 
 
 def test_tour_runs_settle_into_its_folder(tmp_path):
@@ -131,3 +149,6 @@ def test_config_merge_and_yaml_floats(tmp_path):
     assert defaults["network"]["widths"] == [4, 8, 6, 3]
     assert defaults["single_loop"]["carry"] == "linear"
     assert defaults["network"]["dtype"] is torch.float64
+    assert defaults["predictive_coding"]["predictions"] == "fixed"
+    with pytest.raises(ValueError, match=r"'predictive_coding'.*unknown key 'sigma'.*'variances'"):
+        settle.load({"predictive_coding": {"sigma": 1.0}})

@@ -18,7 +18,6 @@ ROWS = ("z_il_float64", "z_il_float32", "fa_z_il", "gamma_0.99999", "perturbed_s
         "naive_gate_error_tanh", "naive_gate_drive_tanh", "fa_z_il_relu")
 BROKEN = ("gamma_0.99999", "perturbed_start", "all_layers_together")
 FIGURES = ("error_wave.png", "prediction_gate.png", "divergence.png")
-THETA = torch.finfo(torch.float64).eps ** 0.5          # ArrivalGate's default threshold
 
 
 @pytest.fixture(scope="module")
