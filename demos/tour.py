@@ -8,7 +8,7 @@ that raises is recorded as ``{"status": "failed", "error": ...}`` and the tour g
 
 Adding a demo: write ``demos/<name>.py`` with ``run(config, out) -> dict`` and
 ``report(summary) -> str``, and append ``Step("<name>", <name>.run, <name>.report)`` to
-:data:`STEPS` (planned: a small sweep of gains and leak, a short continuous-time training).
+:data:`STEPS` (planned: a small sweep of gains and leak).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from . import settle
+from . import reproduce_song2020, settle
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,8 @@ class Step:
 STEPS: list[Step] = [
     Step("settle", settle.run, settle.report,
          lambda s: bool(s.get("all_within_tolerance"))),
+    Step("reproduce_song2020", reproduce_song2020.run, reproduce_song2020.report,
+         reproduce_song2020.passed),
 ]
 
 

@@ -84,16 +84,19 @@ def test_settle_pc_leaky_errors_and_variances_keep_the_closed_form(tmp_path):
         settle.run({"circuits": ["PC"], "predictive_coding": {"predictions": "live"}}, tmp_path)
 
 
-def test_tour_runs_settle_into_its_folder(tmp_path):
+def test_tour_runs_every_step_into_its_folder(tmp_path):
     summary = tour.run(tmp_path)
     assert list(summary) == [s.name for s in tour.STEPS]
-    assert summary["settle"]["passed"]
+    for step in tour.STEPS:
+        assert summary[step.name]["passed"], step.name
+        assert (tmp_path / step.name / "summary.json").is_file(), step.name
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     for name in CIRCUITS:
         assert on_disk["settle"]["circuits"][name]["status"] == "converged"
         assert (tmp_path / "settle" / f"{name}.png").stat().st_size > 0
     assert (tmp_path / "settle" / "summary.json").is_file()
     assert "settle: ok" in tour.report(summary)
+    assert summary["reproduce_song2020"]["divergence"]["z_il_float64"] < 1e-12
 
 
 def test_tour_records_a_failing_step_and_goes_on(tmp_path, monkeypatch):
