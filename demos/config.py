@@ -17,6 +17,7 @@ Typical use::
 from __future__ import annotations
 
 import copy
+import math
 import inspect
 import re
 from dataclasses import dataclass, field
@@ -178,3 +179,18 @@ def load_config(source: str | Path | Mapping[str, Any] | None, schema: Schema,
 
 
 __all__ = ["Config", "Section", "Schema", "read_yaml", "validate", "merge", "load_config"]
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with mappings, sequences, dtypes and non-finite floats made JSON-safe."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, torch.dtype):
+        return str(value).removeprefix("torch.")
+    return repr(value)

@@ -41,7 +41,7 @@ from circuits.feedback_control import DeepFeedbackControl
 from circuits.network import Forward
 from solvers import Solution, solve
 
-from .config import Config, Schema, Section, load_config, read_yaml
+from .config import Config, Schema, Section, jsonable, load_config, read_yaml
 from .plots import Trace, settling_figure
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "settle.yaml"
@@ -358,7 +358,7 @@ def run_circuit(name: str, config: Config, net: ForwardNetwork, x: torch.Tensor,
         "t1": float(solver["t1"]),
         "final_angles_deg": {k: float(v[-1]) for k, v in angles.items()},
         "figure": f"{name}.png",
-        "parameters": _jsonable(params),
+        "parameters": jsonable(params),
         **spec.extras(circuit, sol, solver),
     }
     settling_figure(out / f"{name}.png", ts[shown], traces,
@@ -378,20 +378,6 @@ def _offset_label(offset: Mapping[str, torch.Tensor]) -> dict[str, str] | None:
 
 
 # -- the demo ---------------------------------------------------------------------------------
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, torch.dtype):
-        return str(value).removeprefix("torch.")
-    return repr(value)
-
 
 def _int_or_none(value: Any) -> int | None:
     return None if value is None else int(value)
@@ -423,7 +409,7 @@ def run(config: str | Path | Mapping[str, Any] | None, out: str | Path) -> dict[
     summary["all_within_tolerance"] = all(c["within_tolerance"]
                                           for c in summary["circuits"].values())
     summary["tolerance"] = config["tolerance"]
-    summary["config"] = _jsonable(config)
+    summary["config"] = jsonable(config)
     with (out / "summary.json").open("w") as fh:
         json.dump(summary, fh, indent=2, allow_nan=False)
     return summary

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from . import reproduce_song2020, settle
+from . import reproduce_song2020, settle, train_pc
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ STEPS: list[Step] = [
          lambda s: bool(s.get("all_within_tolerance"))),
     Step("reproduce_song2020", reproduce_song2020.run, reproduce_song2020.report,
          reproduce_song2020.passed),
+    Step("train_pc", train_pc.run, train_pc.report, train_pc.passed),
 ]
 
 
