@@ -29,7 +29,6 @@ hand-written runs are interleaved so that both see the same machine conditions.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -43,6 +42,8 @@ import torchdiffeq
 
 from circuits import DynamicInversion, ForwardNetwork
 from solvers import Layout, solve
+
+from . import finish
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 GOAL_SPEEDUP = 50.0        # batched ≥ 50× faster than the per-replica loop
@@ -412,11 +413,7 @@ def main(argv=None) -> dict:
         "goals": {"speedup_ge_50": speedup >= GOAL_SPEEDUP,
                   "per_step_within_1.5": ratio_hand <= GOAL_PER_STEP},
     }
-    if args.out:
-        with open(args.out, "w") as fh:
-            json.dump(report, fh, indent=2)
-        print(f"wrote {args.out}")
-    return report
+    return finish(report, args.out)
 
 
 if __name__ == "__main__":

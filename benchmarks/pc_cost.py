@@ -33,7 +33,6 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -45,6 +44,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from circuits import ArrivalGate, ForwardNetwork, PredictiveCoding, Schedule
 from solvers import Phase, present, solve
 
+from . import finish
 from .di_batched import DTYPES, fmt_s, load_average, machine_info, timed
 
 METHODS = ("backprop", "z_il", "fa_z_il", "il")
@@ -425,11 +425,7 @@ def main(argv=None) -> dict:
         "zil_breakdown_seconds": breakdown,
         "max_abs_update_diff": gaps,
     }
-    if args.out:
-        with open(args.out, "w") as fh:
-            json.dump(report, fh, indent=2)
-        print(f"wrote {args.out}")
-    return report
+    return finish(report, args.out)
 
 
 if __name__ == "__main__":
