@@ -51,7 +51,6 @@ Fa-Z-IL gates opening once per layer, the naive gate opening late on ReLU),
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import math
@@ -74,6 +73,7 @@ from circuits import (ArrivalGate, ForwardNetwork, Plasticity, PredictiveCoding,
 from circuits.credit import backprop  # noqa: E402
 from solvers import Solution, solve  # noqa: E402
 
+from .config import intra_op_threads  # noqa: E402
 from .plots import layer_colour  # noqa: E402
 
 Update = list[tuple[torch.Tensor, torch.Tensor | None]]
@@ -497,24 +497,11 @@ def run(config: Config | Mapping[str, Any] | None, out: str | Path) -> dict[str,
     cfg = load(config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    with one_thread():
+    with intra_op_threads(1):
         summary = _run(cfg, out)
     with (out / "summary.json").open("w") as fh:
         json.dump(summary, fh, indent=2, allow_nan=False)
     return summary
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Run torch on one intra-op thread, then restore the caller's setting. Every tensor here
-    is tiny, so a second thread only adds synchronisation: on a busy 2-core machine this demo
-    took 10 s on one thread and 240 s on two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(cfg: Config, out: Path) -> dict[str, Any]:

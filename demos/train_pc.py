@@ -44,7 +44,6 @@ import math
 import os
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -61,9 +60,9 @@ from circuits import ArrivalGate, ForwardNetwork, PredictiveCoding  # noqa: E402
 from solvers import ADAPTIVE, Phase, Solution, get_method, present_all  # noqa: E402
 
 from . import tasks  # noqa: E402
-from .config import Config, Schema, Section, load_config, read_yaml  # noqa: E402
+from .config import (Config, Schema, Section, intra_op_threads, jsonable, load_config,  # noqa: E402
+                     read_yaml)
 from .plots import layer_colour  # noqa: E402
-from .config import jsonable  # noqa: E402
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "train_pc.yaml"
 CHECKPOINT = "checkpoint.pt"
@@ -142,21 +141,6 @@ def load(config: str | Path | Mapping[str, Any] | None = None) -> Config:
     if config["threads"] is not None:
         _check_int("config key 'threads'", config["threads"], 1)
     return config
-
-
-@contextmanager
-def intra_op_threads(n: int | None):
-    """torch's intra-op thread count set to ``n`` inside the block, restored after.
-
-    The tensors here are tiny (``[1, B, 16]``), so threads only add synchronisation; on a
-    loaded 2-core machine 16 presentations took 117 s with 2 threads and 5.6 s with 1."""
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # -- the setup --------------------------------------------------------------------------------
