@@ -33,7 +33,6 @@ import math
 import os
 import platform
 import statistics
-import sys
 import time
 from typing import Callable
 
@@ -43,7 +42,7 @@ import torchdiffeq
 from circuits import DynamicInversion, ForwardNetwork
 from solvers import Layout, solve
 
-from . import finish
+from . import finish, prepare
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 GOAL_SPEEDUP = 50.0        # batched ≥ 50× faster than the per-replica loop
@@ -212,12 +211,7 @@ def fmt_s(x: float) -> str:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda: CUDA is not available on this machine")
-    dtype = DTYPES[args.dtype]
+    device, dtype = prepare(args)
     S, steps, dt = args.replicas, args.steps, args.dt
     grid = math.isqrt(S)
     n_loop = args.loop_replicas if args.loop_replicas is not None else (

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
 from typing import Sequence
 
 import torch
@@ -44,7 +43,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from circuits import ArrivalGate, ForwardNetwork, PredictiveCoding, Schedule
 from solvers import Phase, present, solve
 
-from . import finish
+from . import finish, prepare
 from .di_batched import DTYPES, fmt_s, load_average, machine_info, timed
 
 METHODS = ("backprop", "z_il", "fa_z_il", "il")
@@ -347,12 +346,7 @@ def print_table(rows: list[dict]) -> None:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda: CUDA is not available on this machine")
-    dtype = DTYPES[args.dtype]
+    device, dtype = prepare(args)
     info = machine_info(device)
     load_before = load_average()
     L = len(args.widths) - 1

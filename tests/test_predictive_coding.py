@@ -15,7 +15,7 @@ import torch
 
 from circuits import (ArrivalGate, ForwardNetwork, PredictiveCoding, Schedule, backprop_updates,
                       fixed_prediction_transient, update_divergence)
-from solvers import Status, solve
+from solvers import solve
 
 F64 = torch.float64
 ETA = 0.1
