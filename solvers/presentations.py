@@ -75,16 +75,18 @@ def present(circuit: Any, y: Mapping[str, torch.Tensor], x: torch.Tensor,
 def present_all(circuit: Any, y: Mapping[str, torch.Tensor],
                 batches: Iterable[tuple[torch.Tensor, torch.Tensor]], phases: list[Phase], *,
                 on_presentation: Callable[[int, State, list[Solution]], None] | None = None,
+                observe: Callable[[State], State] | None = None,
                 progress: bool | None = None, total: int | None = None) -> State:
     """Present every ``(x, target)`` of ``batches`` in turn; ``on_presentation(k, y, sols)`` is
-    called after each (evaluate, log, checkpoint there). Returns the final state."""
+    called after each (evaluate, log, checkpoint there; ``sols`` record ``observe(y)`` if
+    given, e.g. ``circuit.observe`` for gate traces). Returns the final state."""
     if not phases:
         raise ValueError("phases: received an empty list, expected at least one Phase")
     y = dict(y)
     bar = tqdm(batches, total=total, disable=(None if progress is None else not progress),
                unit="example", leave=False, desc="present")
     for k, (x, target) in enumerate(bar):
-        y, sols = present(circuit, y, x, target, phases)
+        y, sols = present(circuit, y, x, target, phases, observe=observe)
         if on_presentation is not None:
             on_presentation(k, y, sols)
     bar.close()

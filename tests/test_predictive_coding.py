@@ -257,3 +257,30 @@ def test_z_il_in_float32_agrees_to_rounding():
     change = [(w.double(), b.double()) for w, b in z_il(net32, x, y)]
     d = relative_divergence(change, autograd_updates(net64, x, y))
     assert 1e-10 < d < 1e-5
+
+
+def test_present_all_trains_like_backprop_one_presentation_at_a_time():
+    """Two presentations of Fa-Z-IL (input until settled, then the teacher) equal two SGD
+    steps; every unit's gate opens exactly once per presentation."""
+    from solvers import Phase, present_all
+    net, x, y = problem(3, "tanh", S=2, B=4, width=8)
+    batches = [(x, y), (-x, 0.5 * y)]
+    c = PredictiveCoding(net, x, None, eta=ETA, plasticity=ArrivalGate())
+    phases = [Phase("predict", 1000.0, 0.1, teacher=False, steady_state=True, atol=1e-14,
+                    rtol=0.0),
+              Phase("learn", float(net.L + 1), 1.0, teacher=True, save_every=1)]
+    openings = []
+    final = present_all(c, c.initial_state(), batches, phases, observe=c.observe,
+                        on_presentation=lambda k, y1, sols: openings.append(
+                            [sols[1].ys[f"gate_{l}"].sum(0) for l in range(1, net.L + 1)]))
+    weights, biases = net.weights, net.biases
+    for xb, yb in batches:
+        step = ForwardNetwork(net.widths, "tanh", weights=weights, biases=biases)
+        updates = backprop_updates(step, xb, yb, ETA)
+        weights = [w + dw for w, (dw, _) in zip(weights, updates)]
+        biases = [b + db for b, (_, db) in zip(biases, updates)]
+    for l in range(1, net.L + 1):
+        assert torch.allclose(final[f"W_{l}"], weights[l - 1], rtol=0, atol=1e-13)
+        assert torch.allclose(final[f"b_{l}"], biases[l - 1], rtol=0, atol=1e-13)
+    assert len(openings) == 2
+    assert all(torch.equal(g, torch.ones_like(g)) for gs in openings for g in gs)
