@@ -1,0 +1,303 @@
+"""Target propagation as settling dynamics (Bengio 2020; Meulemans et al. 2020; SPEC §4, §5).
+
+Activities are the pre-activations of :class:`ForwardNetwork`, ``h_ℓ = f_ℓ(h_{ℓ-1}) =
+W_ℓ φ_{ℓ-1}(h_{ℓ-1}) + b_ℓ`` (φ_0 the identity, so ``h_0 = x``). Each layer ℓ ≥ 2 has a decoder
+``g_ℓ ≈ f_ℓ⁻¹`` (:class:`MirroredDecoder`, :class:`InverseDecoder`). Target populations
+``τ_ℓ`` (ℓ = 1..L) settle, all layers in parallel, with time constant T:
+
+    T dτ_L/dt     = h_L + β δ_L − τ_L                          the output nudge (δ_L = −∂ℒ/∂h_L)
+    iterated_output:  T dτ_{ℓ-1}/dt = g_ℓ(τ_ℓ) − g_ℓ(f_ℓ(τ_{ℓ-1}))          (correction on g's output)
+    iterated_input:   T du_ℓ/dt = τ_ℓ − f_ℓ(g_ℓ(u_ℓ)),  τ_{ℓ-1} = g_ℓ(u_ℓ)  (correction on g's input)
+    dtp:              T dτ_{ℓ-1}/dt = g_ℓ(τ_ℓ) + h_{ℓ-1} − g_ℓ(h_ℓ) − τ_{ℓ-1}
+    tp:               T dτ_{ℓ-1}/dt = g_ℓ(τ_ℓ) − τ_{ℓ-1}
+    ddtp_linear, dfa: T dτ_ℓ/dt = h_ℓ + Q_ℓ (τ_L − h_L) − τ_ℓ   (direct feedback from the output)
+
+Every target starts at its activity (``τ_ℓ(0) = h_ℓ``, ``u_ℓ(0) = h_ℓ``). One unit Euler step
+(dt = T) of ``iterated_output`` from there is difference target propagation; the iteration
+converges geometrically when ``Lip(g∘f − I) < 1`` (``iterated_input``: ``Lip(f∘g − I) < 1``), to
+the exact inverse ``τ_{ℓ-1} = f_ℓ⁻¹(τ_ℓ)`` wherever one exists.
+
+Weights (``online_gamma`` given): ``dW_ℓ/dt = −γ W_ℓ + mean_B τ̇_ℓ n_{ℓ-1}ᵀ`` (and
+``db_ℓ/dt = −γ b_ℓ + mean_B τ̇_ℓ / ‖r_{ℓ-1}‖²``) with ``n_{ℓ-1} = r_{ℓ-1}/‖r_{ℓ-1}‖²`` and
+``r_{ℓ-1} = φ(h_{ℓ-1})`` the feed-forward rate (the bias sees a constant input 1, so ‖·‖²
+counts it); integrated over a settle from ``τ(0) = h`` at γ = 0 it is exactly DTP1,
+:meth:`TargetPropagation.dtp1_updates`, which moves ``h_ℓ`` onto ``τ_ℓ`` (for one example).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Sequence
+
+import torch
+
+from . import credit
+from .activations import Activation
+from .circuit import Circuit, State
+from .network import ForwardNetwork
+from .parameters import Population, Role, positive_float
+
+RULES = ("iterated_output", "iterated_input", "dtp", "tp", "ddtp_linear", "dfa")
+INVERSES = {"linear": lambda v: v, "tanh": torch.atanh,
+            "sigmoid": lambda v: torch.log(v) - torch.log1p(-v)}
+
+
+class Decoder(ABC):
+    """``g_ℓ``: layer ℓ's activity ``[..., S, B, n_ℓ]`` → layer ℓ−1's ``[..., S, B, n_{ℓ-1}]``."""
+
+    @abstractmethod
+    def __call__(self, h: torch.Tensor) -> torch.Tensor:
+        ...
+
+
+class MirroredDecoder(Decoder):
+    """A layer run backwards: ``g(h) = V φ_ℓ(h) + c`` (Bengio's decoder), ``V [S, n_{ℓ-1}, n_ℓ]``,
+    ``c [S, 1, n_{ℓ-1}]`` or None."""
+
+    def __init__(self, V: torch.Tensor, c: torch.Tensor | None, activation: Activation):
+        self.V, self.c, self.activation = V, c, activation
+
+    def __call__(self, h):
+        out = self.activation.phi(h) @ self.V.transpose(-1, -2)
+        return out if self.c is None else out + self.c
+
+
+class InverseDecoder(Decoder):
+    """``g(h) = φ_{ℓ-1}⁻¹(M (h − b))``: with ``M = W⁻¹`` the exact inverse of ``f_ℓ`` (square W,
+    invertible φ); another M gives an approximate inverse with ``g∘f − I`` of known size."""
+
+    def __init__(self, M: torch.Tensor, b: torch.Tensor | None, activation: Activation):
+        if activation.name not in INVERSES:
+            raise ValueError(f"activation: received {activation.name!r}, expected one of "
+                             f"{sorted(INVERSES)} (an invertible φ) for an inverse decoder")
+        self.M, self.b, self.inverse = M, b, INVERSES[activation.name]
+
+    def __call__(self, h):
+        v = h if self.b is None else h - self.b
+        return self.inverse(v @ self.M.transpose(-1, -2))
+
+
+def inverse_decoders(network: ForwardNetwork, perturbation: float = 0.0, seed: int = 0
+                     ) -> list[InverseDecoder]:
+    """Decoders ``g_2..g_L`` inverting each layer of a network with square weights, optionally
+    with ``M = W⁻¹ + perturbation·E`` (E standard normal / √n, seeded)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for l in range(2, network.L + 1):
+        W = network.weights[l - 1]
+        if W.shape[-1] != W.shape[-2]:
+            raise ValueError(f"network.widths: layer {l} maps {W.shape[-1]} → {W.shape[-2]} "
+                             "units, expected square layers (equal widths) for exact inverses")
+        M = torch.linalg.inv(W)
+        if perturbation:
+            E = torch.randn(M.shape, generator=g, dtype=torch.float64).to(M) / M.shape[-1] ** 0.5
+            M = M + perturbation * E
+        b = None if network.biases is None else network.biases[l - 1]
+        out.append(InverseDecoder(M, b, network.activation(l - 1)))
+    return out
+
+
+class TargetPropagation(Circuit):
+    """Targets settling by one of :data:`RULES` on one batch (see the module docstring).
+
+    Args:
+        network: the forward network (copied to S replicas if S = 1).
+        x, target: input ``[B, n_0]`` and label ``[B, n_L]``; the loss is ``½‖y − r_L‖²``.
+        rule: one of :data:`RULES`.
+        beta: the output nudge β (number or S numbers).
+        tau: T, the targets' time constant; ``tau_out``: the output target's (default T).
+        decoders: ``[g_2, ..., g_L]`` (decoder rules), each a :class:`Decoder`.
+        feedback: ``[Q_1, ..., Q_{L-1}]`` each ``[S, n_ℓ, n_L]`` (``ddtp_linear``/``dfa``), or
+            ``"gauss_newton"`` (the damped pseudo-inverse ``J̄ᵀ(J̄J̄ᵀ + λI)⁻¹`` at the
+            feed-forward pass, batch-averaged; ``damping`` = λ) or ``"random"`` (seeded).
+        online_gamma: make weights state with the online rule and this decay γ (None: fixed).
+    """
+
+    def __init__(self, network: ForwardNetwork, x: torch.Tensor, target: torch.Tensor, *,
+                 rule: str = "iterated_output", beta=0.1, tau=1.0, tau_out=None,
+                 decoders: Sequence[Decoder] | None = None,
+                 feedback: str | Sequence[torch.Tensor] | None = None, damping: float = 1e-3,
+                 feedback_seed: int = 0, online_gamma: float | None = None):
+        if rule not in RULES:
+            raise ValueError(f"rule: received {rule!r}, expected one of {list(RULES)}")
+        self._bind(network, ("beta", "tau", "tau_out"), beta=beta, tau=tau,
+                   tau_out=tau if tau_out is None else tau_out)
+        net = self.network
+        self.rule, self.L = rule, net.L
+        self.direct = rule in ("ddtp_linear", "dfa")
+        self.fwd = fwd = net.forward(x)
+        y = net.output_like(target)
+        if y.shape[1] != fwd.a[0].shape[1]:
+            raise ValueError(f"target: received {y.shape[1]} examples, expected B = "
+                             f"{fwd.a[0].shape[1]} like x")
+        self.h = fwd.a                                        # h_1..h_L
+        self.rates = fwd.r[:-1]                               # r_0..r_{L-1}
+        self.delta_L = fwd.dphi[-1] * (y - fwd.r[-1])         # −∂ℒ/∂h_L
+        self.output_target = self.h[-1] + self.beta * self.delta_L
+        if self.direct:
+            self.feedback = self._feedback(feedback, damping, feedback_seed)
+        else:
+            if decoders is None or len(decoders) != self.L - 1 or not all(
+                    isinstance(g, Decoder) for g in decoders):
+                raise ValueError(f"decoders: received {self._describe(decoders)}, expected "
+                                 f"{self.L - 1} circuits.target_propagation.Decoder objects "
+                                 f"[g_2, ..., g_L] for rule {rule!r}")
+            self.decoders = list(decoders)
+        self.online = online_gamma is not None
+        if self.online:
+            self.gamma = float(online_gamma)
+            if not self.gamma >= 0:
+                raise ValueError(f"online_gamma: received {online_gamma!r}, expected a number "
+                                 "≥ 0 or None")
+            sq = [(r ** 2).sum(-1, keepdim=True) + (net.biases is not None) for r in self.rates]
+            self._n = [r / s for r, s in zip(self.rates, sq)]
+            self._n_bias = [1 / s for s in sq]
+        widths = net.widths
+        if rule == "iterated_input":
+            self.populations = [Population(f"u_{l}", Role.TARGET, widths[l], l)
+                                for l in range(2, self.L + 1)]
+        else:
+            self.populations = [Population(f"tau_{l}", Role.TARGET, widths[l], l)
+                                for l in range(1, self.L)]
+        self.populations.append(Population(f"tau_{self.L}", Role.TARGET, widths[-1], self.L))
+        if self.online:
+            self.populations += [Population(f"W_{l}", Role.WEIGHT, widths[l], l)
+                                 for l in range(1, self.L + 1)]
+            if net.biases is not None:
+                self.populations += [Population(f"b_{l}", Role.WEIGHT, widths[l], l)
+                                     for l in range(1, self.L + 1)]
+
+    @staticmethod
+    def _describe(value) -> str:
+        return "None" if value is None else f"{type(value).__name__} of " \
+            f"{len(value) if hasattr(value, '__len__') else '?'}"
+
+    def _feedback(self, feedback, damping: float, seed: int) -> list[torch.Tensor]:
+        net, S = self.network, self.S
+        shapes = [(n, net.widths[-1]) for n in net.widths[1:-1]]
+        if feedback is None:
+            feedback = "random" if self.rule == "dfa" else "gauss_newton"
+        if feedback == "gauss_newton":
+            damping = positive_float("damping", damping)
+            Js = net.output_jacobians(self.fwd)[:-1]          # ∂h_L/∂h_ℓ, [S, B, n_L, n_ℓ]
+            eye = damping * torch.eye(net.widths[-1], dtype=net.dtype, device=net.device)
+            return [(J.transpose(-1, -2) @ torch.linalg.inv(J @ J.transpose(-1, -2) + eye)
+                     ).mean(1) for J in Js]
+        if feedback == "random":
+            g = torch.Generator().manual_seed(seed)
+            return [(torch.randn(S, n, m, generator=g, dtype=torch.float64) / m ** 0.5)
+                    .to(device=net.device, dtype=net.dtype) for n, m in shapes]
+        if not isinstance(feedback, (list, tuple)) or len(feedback) != len(shapes) or any(
+                not isinstance(q, torch.Tensor) or tuple(q.shape[-2:]) != s
+                for q, s in zip(feedback, shapes)):
+            raise ValueError(f"feedback: received {self._describe(feedback)}, expected "
+                             f"'gauss_newton', 'random' or {len(shapes)} tensors shaped "
+                             f"{['[S, %d, %d]' % s for s in shapes]}")
+        return [(q if q.dim() == 3 else q[None]).to(device=net.device, dtype=net.dtype)
+                .expand(S, *s) for q, s in zip(feedback, shapes)]
+
+    # -- the dynamics ------------------------------------------------------------------------
+
+    def f(self, l: int, h_below: torch.Tensor) -> torch.Tensor:
+        """``f_ℓ(h_{ℓ-1}) = W_ℓ φ_{ℓ-1}(h_{ℓ-1}) + b_ℓ`` with the network's (initial) weights."""
+        net = self.network
+        r = h_below if l == 1 else net.activation(l - 1).phi(h_below)
+        out = r @ net.weights[l - 1].transpose(-1, -2)
+        return out if net.biases is None else out + net.biases[l - 1]
+
+    def initial_state(self) -> State:
+        L = self.L
+        if self.rule == "iterated_input":
+            y = {f"u_{l}": self.h[l - 1].clone() for l in range(2, L + 1)}
+        else:
+            y = {f"tau_{l}": self.h[l - 1].clone() for l in range(1, L)}
+        y[f"tau_{L}"] = self.h[-1].clone()
+        if self.online:
+            net = self.network
+            y.update({f"W_{l}": W.clone() for l, W in enumerate(net.weights, start=1)})
+            if net.biases is not None:
+                y.update({f"b_{l}": b.clone() for l, b in enumerate(net.biases, start=1)})
+        return y
+
+    def targets(self, y: State) -> list[torch.Tensor]:
+        """``[τ_1, ..., τ_L]`` (for ``iterated_input``, ``τ_{ℓ-1} = g_ℓ(u_ℓ)``)."""
+        if self.rule == "iterated_input":
+            return [g(y[f"u_{l}"]) for l, g in enumerate(self.decoders, start=2)] \
+                + [y[f"tau_{self.L}"]]
+        return [y[f"tau_{l}"] for l in range(1, self.L + 1)]
+
+    def vector_field(self, t: float, y: State) -> State:
+        L, T = self.L, self.tau
+        tau = self.targets(y)
+        out: State = {f"tau_{L}": (self.output_target - tau[-1]) / self.tau_out}
+        if self.rule == "iterated_input":
+            for l, g in enumerate(self.decoders, start=2):
+                out[f"u_{l}"] = (tau[l - 1] - self.f(l, tau[l - 2])) / T
+        else:
+            drive = getattr(self, f"_drive_{self.rule if not self.direct else 'direct'}")
+            for l in range(1, L):
+                out[f"tau_{l}"] = drive(l, tau) / T
+        if self.online:
+            rates = self._target_rates(y, out)
+            for l in range(1, L + 1):
+                W = y[f"W_{l}"]
+                out[f"W_{l}"] = (rates[l - 1].transpose(-1, -2) @ self._n[l - 1]) \
+                    / rates[l - 1].shape[-2] - self.gamma * W
+                if self.network.biases is not None:
+                    out[f"b_{l}"] = (rates[l - 1] * self._n_bias[l - 1]).mean(-2, keepdim=True) \
+                        - self.gamma * y[f"b_{l}"]
+        return out
+
+    def _target_rates(self, y: State, out: State) -> list[torch.Tensor]:
+        """τ̇_ℓ for ℓ = 1..L (``iterated_input``: ``τ̇_{ℓ-1} = g_ℓ'(u_ℓ) u̇_ℓ``)."""
+        L = self.L
+        if self.rule != "iterated_input":
+            return [out[f"tau_{l}"] for l in range(1, L + 1)]
+        return [torch.func.jvp(g, (y[f"u_{l}"],), (out[f"u_{l}"],))[1]
+                for l, g in enumerate(self.decoders, start=2)] + [out[f"tau_{L}"]]
+
+    def _drive_iterated_output(self, l, tau):
+        g = self.decoders[l - 1]                  # g_{ℓ+1}: layer ℓ+1 → ℓ
+        return g(tau[l]) - g(self.f(l + 1, tau[l - 1]))
+
+    def _drive_dtp(self, l, tau):
+        g = self.decoders[l - 1]
+        return g(tau[l]) + self.h[l - 1] - g(self.h[l]) - tau[l - 1]
+
+    def _drive_tp(self, l, tau):
+        return self.decoders[l - 1](tau[l]) - tau[l - 1]
+
+    def _drive_direct(self, l, tau):
+        return self.h[l - 1] + (tau[-1] - self.h[-1]) @ self.feedback[l - 1].transpose(-1, -2) \
+            - tau[l - 1]
+
+    # -- read-outs ---------------------------------------------------------------------------
+
+    def observe(self, y: State) -> State:
+        obs = dict(y)
+        for l, t in enumerate(self.targets(y), start=1):
+            obs[f"tau_{l}"] = t
+            obs[f"dtau_{l}"] = t - self.h[l - 1]
+        return obs
+
+    def dtp1_updates(self, y: State) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """DTP1: ``ΔW_ℓ = mean_B (τ_ℓ − h_ℓ) n_{ℓ-1}ᵀ`` with ``n = r/(‖r‖² + 1)`` (biased
+        layers; the bias takes ``(τ_ℓ − h_ℓ)/(‖r‖² + 1)``): the minimum-norm change of
+        ``(W_ℓ, b_ℓ)`` that moves ``h_ℓ`` onto ``τ_ℓ`` exactly, for one example."""
+        has_b = self.network.biases is not None
+        out = []
+        for l, t in enumerate(self.targets(y), start=1):
+            r, d = self.rates[l - 1], t - self.h[l - 1]
+            sq = (r ** 2).sum(-1, keepdim=True) + has_b
+            dW = (d.transpose(-1, -2) @ (r / sq)) / d.shape[-2]
+            out.append((dW, (d / sq).mean(-2, keepdim=True) if has_b else None))
+        return out
+
+
+def gauss_newton_targets(network: ForwardNetwork, x: torch.Tensor, target: torch.Tensor,
+                         beta, damping: float = 0.0) -> list[torch.Tensor]:
+    """``τ_ℓ = h_ℓ + β J̄_ℓᵀ(J̄_ℓ J̄_ℓᵀ + λI)⁻¹ δ_L`` for ℓ = 1..L (SPEC §5; λ = ``damping``,
+    δ_L = −∂ℒ/∂h_L), the first-order targets of an exact inverse when J̄_ℓ is invertible."""
+    fwd = network.forward(x)
+    delta_L = fwd.dphi[-1] * (network.output_like(target) - fwd.r[-1])
+    steps = credit.gauss_newton(network, fwd, delta_L, damping=damping)
+    return [h + beta * s for h, s in zip(fwd.a, steps)]
