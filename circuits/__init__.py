@@ -6,11 +6,15 @@ from .credit import (alignment, angle, backprop, cascade, feedback_alignment, ga
                      pseudo_backprop, reference_credits, weight_updates)
 from .dynamic_inversion import DynamicInversion, SingleLoopDynamicInversion, effective_leak, invert
 from .feedback_control import DeepFeedbackControl
+from .feedback_learning import DifferenceReconstruction, ReconstructionLearning
 from .gates import ArrivalGate, Continuous, Plasticity, Schedule, Signals
+from .local_decoders import LayerSchedule, LocalDecoders
 from .network import Forward, ForwardNetwork, affine, compact
 from .parameters import Population, Role
 from .predictive_coding import (PredictiveCoding, backprop_updates, fixed_prediction_transient,
                                 update_divergence)
+from .target_propagation import (Decoder, InverseDecoder, MirroredDecoder, TargetPropagation,
+                                 gauss_newton_targets, influence_scaled, inverse_decoders)
 from .stability import (StabilityReport, amplification, analyse, analyse_circuit, jacobian,
                         smoothed_spectral_abscissa, stabilise_feedback)
 
@@ -19,9 +23,12 @@ __all__ = [
     "alignment", "angle", "backprop", "cascade", "feedback_alignment", "gauss_newton",
     "pseudo_backprop", "reference_credits", "weight_updates",
     "DynamicInversion", "SingleLoopDynamicInversion", "effective_leak", "invert",
-    "DeepFeedbackControl", "ArrivalGate", "Continuous", "Plasticity", "Schedule", "Signals",
+    "DeepFeedbackControl", "DifferenceReconstruction", "ReconstructionLearning",
+    "LayerSchedule", "LocalDecoders", "ArrivalGate", "Continuous", "Plasticity", "Schedule", "Signals",
     "PredictiveCoding", "backprop_updates", "fixed_prediction_transient", "update_divergence",
     "Forward", "ForwardNetwork", "affine", "compact", "Population", "Role",
     "StabilityReport", "amplification", "analyse", "analyse_circuit", "jacobian",
     "smoothed_spectral_abscissa", "stabilise_feedback",
+    "Decoder", "InverseDecoder", "MirroredDecoder", "TargetPropagation", "gauss_newton_targets",
+    "influence_scaled", "inverse_decoders",
 ]

@@ -201,6 +201,20 @@ class ForwardNetwork:
             dphi.append(act.dphi(z))
         return Forward(a, r, dphi)
 
+    def layer(self, l: int, h_below: torch.Tensor) -> torch.Tensor:
+        """``f_ℓ(h_{ℓ-1}) = W_ℓ φ_{ℓ-1}(h_{ℓ-1}) + b_ℓ``: layer ℓ's pre-activation from layer
+        ℓ−1's (φ_0 the identity: ``h_0 = x``). Extra leading axes broadcast."""
+        r = h_below if l == 1 else self.activation(l - 1).phi(h_below)
+        out = r @ self.weights[l - 1].transpose(-1, -2)
+        return out if self.biases is None else out + self.biases[l - 1]
+
+    def propagate(self, h: torch.Tensor, l: int) -> torch.Tensor:
+        """The output pre-activation ``a_L`` reached from layer ℓ's pre-activation ``h``
+        (``f_L ∘ … ∘ f_{ℓ+1}``; ℓ = L returns h)."""
+        for k in range(l + 1, self.L + 1):
+            h = self.layer(k, h)
+        return h
+
     def output_jacobians(self, fwd: Forward) -> list[torch.Tensor]:
         """``J̄_ℓ = ∂a_L/∂a_ℓ`` for ℓ = 1..L, each ``[S, B, n_L, n_ℓ]`` (``J̄_L = I``)."""
         S, B, nL = fwd.a[-1].shape

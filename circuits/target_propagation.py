@@ -37,6 +37,7 @@ from .network import ForwardNetwork
 from .parameters import Population, Role, positive_float
 
 RULES = ("iterated_output", "iterated_input", "dtp", "tp", "ddtp_linear", "dfa")
+UPDATE_FORMS = ("dtp1", "dtp", "local_loss")
 INVERSES = {"linear": lambda v: v, "tanh": torch.atanh,
             "sigmoid": lambda v: torch.log(v) - torch.log1p(-v)}
 
@@ -199,10 +200,7 @@ class TargetPropagation(Circuit):
 
     def f(self, l: int, h_below: torch.Tensor) -> torch.Tensor:
         """``f_ℓ(h_{ℓ-1}) = W_ℓ φ_{ℓ-1}(h_{ℓ-1}) + b_ℓ`` with the network's (initial) weights."""
-        net = self.network
-        r = h_below if l == 1 else net.activation(l - 1).phi(h_below)
-        out = r @ net.weights[l - 1].transpose(-1, -2)
-        return out if net.biases is None else out + net.biases[l - 1]
+        return self.network.layer(l, h_below)
 
     def initial_state(self) -> State:
         L = self.L
@@ -283,14 +281,57 @@ class TargetPropagation(Circuit):
         """DTP1: ``ΔW_ℓ = mean_B (τ_ℓ − h_ℓ) n_{ℓ-1}ᵀ`` with ``n = r/(‖r‖² + 1)`` (biased
         layers; the bias takes ``(τ_ℓ − h_ℓ)/(‖r‖² + 1)``): the minimum-norm change of
         ``(W_ℓ, b_ℓ)`` that moves ``h_ℓ`` onto ``τ_ℓ`` exactly, for one example."""
+        return self.weight_updates(y, "dtp1")
+
+    def weight_updates(self, y: State, form: str = "dtp1"
+                       ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """``(ΔW_ℓ, Δb_ℓ)`` for ℓ = 1..L from the targets of state ``y``, batch-averaged:
+
+        * ``dtp1``: :meth:`dtp1_updates`.
+        * ``dtp``: DTP1 scaled by each layer's influence on the loss (Bengio 2020 §8),
+          ``‖τ_L − h_L‖²/‖τ_ℓ − h_ℓ‖²`` per example, computed by :func:`influence_scaled`
+          (no squared norm of a tiny vector is ever formed; a layer without a target change
+          gets no update instead of 0/0).
+        * ``local_loss``: gradient descent on ``½‖τ_ℓ − h_ℓ‖²`` with the target held fixed
+          (Lee et al. 2015; Meulemans et al. 2020): ``ΔW_ℓ = mean_B (τ_ℓ − h_ℓ) r_{ℓ-1}ᵀ``.
+          (Targets live on pre-activations here, so φ' of the post-activation form is absorbed.)
+        """
+        if form not in UPDATE_FORMS:
+            raise ValueError(f"form: received {form!r}, expected one of {list(UPDATE_FORMS)}")
         has_b = self.network.biases is not None
+        changes = [t - h for t, h in zip(self.targets(y), self.h)]
+        if form == "dtp":
+            changes = influence_scaled(changes)
         out = []
-        for l, t in enumerate(self.targets(y), start=1):
-            r, d = self.rates[l - 1], t - self.h[l - 1]
-            sq = (r ** 2).sum(-1, keepdim=True) + has_b
-            dW = (d.transpose(-1, -2) @ (r / sq)) / d.shape[-2]
-            out.append((dW, (d / sq).mean(-2, keepdim=True) if has_b else None))
+        for r, d in zip(self.rates, changes):
+            if form == "local_loss":
+                n, nb = r, torch.ones_like(r[..., :1])
+            else:
+                sq = (r ** 2).sum(-1, keepdim=True) + has_b
+                n, nb = r / sq, 1 / sq
+            dW = (d.transpose(-1, -2) @ n) / d.shape[-2]
+            out.append((dW, (d * nb).mean(-2, keepdim=True) if has_b else None))
         return out
+
+
+def influence_scaled(changes: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """``d_ℓ ‖d_L‖²/‖d_ℓ‖²`` per example for target changes ``d_ℓ = τ_ℓ − h_ℓ`` (last = output),
+    with the scale carried as a scalar: ``d_ℓ = m_ℓ d̂_ℓ`` with ``m_ℓ = max|d_ℓ|``, so the result
+    is ``(m_L/m_ℓ)·m_L·‖d̂_L‖²/‖d̂_ℓ‖² · d̂_ℓ`` and only O(1) vectors are squared (Bengio 2020
+    §10.4). Where ``d_ℓ = 0`` the result is 0."""
+    def split(d):                       # d = m·u with m = max|d| (1 where d = 0)
+        m = d.abs().amax(-1, keepdim=True)
+        m = torch.where(m > 0, m, torch.ones_like(m))
+        u = d / m
+        return m, u, (u ** 2).sum(-1, keepdim=True)
+    m_L, _, usq_L = split(changes[-1])
+    out = []
+    for d in changes:
+        m, u, usq = split(d)
+        moved = usq > 0
+        scale = (m_L / m) * m_L * usq_L / torch.where(moved, usq, torch.ones_like(usq))
+        out.append(torch.where(moved, scale * u, torch.zeros_like(u)))
+    return out
 
 
 def gauss_newton_targets(network: ForwardNetwork, x: torch.Tensor, target: torch.Tensor,

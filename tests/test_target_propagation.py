@@ -192,3 +192,58 @@ def test_inverse_decoders_need_square_layers_and_invertible_activations():
         inverse_decoders(ForwardNetwork([4, 4, 3], "tanh"))
     with pytest.raises(ValueError, match=r"activation: received 'relu', expected one of"):
         inverse_decoders(ForwardNetwork([4, 4, 4], "relu"))
+
+
+def test_local_loss_update_is_the_gradient_of_the_layer_loss_with_the_target_fixed():
+    net, x, y = problem((4, 5, 5, 3), "tanh", seed=8, B=3)
+    c = TargetPropagation(net, x, y, rule="ddtp_linear", beta=0.3)
+    s = solve(c, c.initial_state(), 0.0, 60.0, dt=0.1, atol=1e-14, rtol=1e-12).y1
+    tau = [t.detach() for t in c.targets(s)]
+    for l, (dW, db) in enumerate(c.weight_updates(s, "local_loss"), start=1):
+        W = net.weights[l - 1].clone().requires_grad_(True)
+        b = net.biases[l - 1].clone().requires_grad_(True)
+        h = c.rates[l - 1] @ W.transpose(-1, -2) + b
+        loss = 0.5 * ((tau[l - 1] - h) ** 2).sum() / h.shape[-2]
+        gW, gb = torch.autograd.grad(loss, (W, b))
+        assert torch.allclose(dW, -gW, rtol=0, atol=1e-14) and torch.allclose(db, -gb, rtol=0,
+                                                                                 atol=1e-14)
+        assert dW.abs().max() > 1e-4
+
+
+def test_influence_scaling_gives_each_layer_the_output_change_squared_over_its_own():
+    net, x, y = problem((4, 5, 5, 3), "tanh", seed=9, B=2)
+    c = TargetPropagation(net, x, y, rule="ddtp_linear", beta=0.3)
+    s = solve(c, c.initial_state(), 0.0, 60.0, dt=0.1, atol=1e-14, rtol=1e-12).y1
+    d = [t - h for t, h in zip(c.targets(s), c.h)]
+    dtp1, dtp = c.weight_updates(s, "dtp1"), c.weight_updates(s, "dtp")
+    for l in range(1, net.L + 1):
+        kappa = (d[-1] ** 2).sum(-1, keepdim=True) / (d[l - 1] ** 2).sum(-1, keepdim=True)
+        r = c.rates[l - 1]
+        sq = (r ** 2).sum(-1, keepdim=True) + 1
+        expected = (kappa * d[l - 1]).transpose(-1, -2) @ (r / sq) / 2
+        assert torch.allclose(dtp[l - 1][0], expected, rtol=1e-13, atol=0), l
+    assert torch.allclose(dtp[-1][0], dtp1[-1][0], rtol=1e-14, atol=0)   # κ_L = 1
+
+
+def test_influence_scaling_is_stable_where_squared_norms_under_and_overflow():
+    from circuits.target_propagation import influence_scaled
+    g = torch.Generator().manual_seed(0)
+    d64 = [torch.randn(1, 3, n, generator=g, dtype=F64) * s
+           for n, s in ((6, 1e-30), (5, 1e-25), (4, 1e-28))]          # tiny target changes
+    exact = [dl * (d64[-1] ** 2).sum(-1, keepdim=True) / (dl ** 2).sum(-1, keepdim=True)
+             for dl in d64]                                           # float64 has the range
+    d32 = [t.float() for t in d64]
+    naive = d32[0] * (d32[-1] ** 2).sum(-1, keepdim=True) / (d32[0] ** 2).sum(-1, keepdim=True)
+    assert not torch.isfinite(naive).all()                            # 0/0 in float32
+    for got, want in zip(influence_scaled(d32), exact):
+        assert torch.allclose(got.double(), want, rtol=1e-5, atol=0)
+    zero = influence_scaled([torch.zeros(1, 1, 3), torch.ones(1, 1, 2)])
+    assert torch.equal(zero[0], torch.zeros(1, 1, 3))                 # no change, no update
+
+
+def test_weight_updates_reject_an_unknown_form():
+    net, x, y = problem((3, 4, 4, 2), "tanh")
+    c = TargetPropagation(net, x, y, rule="dfa")
+    with pytest.raises(ValueError, match=r"form: received 'dtp2', expected one of \['dtp1', "
+                                         r"'dtp', 'local_loss'\]"):
+        c.weight_updates(c.initial_state(), "dtp2")

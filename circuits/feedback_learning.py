@@ -1,0 +1,208 @@
+"""Feedback learning as dynamics: decoders and direct feedback trained by gradient flow on one
+batch while the forward weights stay fixed (SPEC §4, §5).
+
+Both rules below are, for a fixed batch, the gradient flow of a ridge regression of the feedback
+parameters Θ_ℓ, so they share one vector field and one closed-form fixed point:
+
+    dΘ_ℓ/dt = −η (Θ_ℓ A_ℓ − C_ℓ + λ Θ_ℓ),        Θ_ℓ* = C_ℓ (A_ℓ + λI)⁻¹
+
+(A_ℓ a regressor second moment, C_ℓ a cross moment, per replica). What differs is what is
+regressed on what:
+
+* :class:`ReconstructionLearning` (Bengio 2020's auto-encoder rule for a mirrored decoder
+  ``g_ℓ(h) = V_ℓ φ_ℓ(h) + c_ℓ``): the noise-corrupted activity ``h̃_{ℓ-1} = h_{ℓ-1} + ξ`` is
+  reconstructed from ``r = φ_ℓ(f_ℓ(h̃_{ℓ-1}))``:
+  ``dΘ/dt = η mean_b (h̃_{ℓ-1} − V r − c)[r; 1]ᵀ / ‖r‖`` with ``Θ = [V | c]`` — SPEC §4's
+  ``Ω += β (h_{ℓ-1} − g(h_ℓ)) σ(h_ℓ)ᵀ/‖σ(h_ℓ)‖`` as a flow. Fixed point: the least-squares decoder
+  with example weights 1/‖r‖; on a linear, invertible layer it is the exact inverse.
+* :class:`DifferenceReconstruction` (Meulemans et al. 2020's difference reconstruction loss for
+  direct linear feedback ``Q_ℓ: n_L → n_ℓ``, SPEC §5): noise ξ ~ σ is injected at layer ℓ, the
+  output moves by ``Δa_L = F_ℓ(h_ℓ + ξ) − h_L`` (the network from layer ℓ up), and
+  ``dQ_ℓ/dt = −η [mean (Q_ℓ Δa_L − ξ) Δa_Lᵀ/σ² + λ Q_ℓ]``. Fixed point
+  ``Q_ℓ* = C(A + λI)⁻¹`` with ``A = mean Δa Δaᵀ/σ²`` and ``C = mean ξ Δaᵀ/σ²``: as σ → 0 and with
+  isotropic noise (``noise="orthogonal"`` makes ``mean ξξᵀ = σ²I`` exactly with 2n antithetic
+  samples) this is ``J̄_ℓᵀ(J̄_ℓ J̄_ℓᵀ + λI)⁻¹``, the damped pseudo-inverse that makes DDTP-linear
+  targets Gauss-Newton targets.
+
+The noise is drawn once per circuit (``seed``), so the vector field is an ordinary, autonomous,
+resumable ODE; build a new circuit (another seed) for the next batch.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .circuit import Circuit, State
+from .network import ForwardNetwork
+from .parameters import Population, Role, positive_float
+from .target_propagation import MirroredDecoder
+
+NOISES = ("gaussian", "orthogonal")
+
+
+def _nonnegative(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 \
+            or value == float("inf"):
+        raise ValueError(f"{name}: received {value!r}, expected a finite number ≥ 0")
+    return float(value)
+
+
+def _count(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}: received {value!r}, expected an integer ≥ {minimum}")
+    return value
+
+
+def noise_samples(shape: tuple[int, ...], sigma: float, kind: str, samples: int,
+                  generator: torch.Generator, dtype, device) -> torch.Tensor:
+    """``[K, *shape]`` noise of scale σ on the last axis (width n): ``gaussian`` draws K samples
+    N(0, σ²I); ``orthogonal`` gives K = 2n antithetic samples ±σ√n·(random rotation)·e_i, whose
+    second moment is exactly σ²I for every example."""
+    n = shape[-1]
+    if kind == "gaussian":
+        xi = torch.randn(samples, *shape, generator=generator, dtype=torch.float64)
+    elif kind == "orthogonal":
+        lead = shape[:-1]
+        q, _ = torch.linalg.qr(torch.randn(*lead, n, n, generator=generator,
+                                           dtype=torch.float64))
+        basis = q.movedim(-1, 0) * n ** 0.5                     # [n, *lead, n], columns of q
+        xi = torch.cat([basis, -basis])
+    else:
+        raise ValueError(f"noise: received {kind!r}, expected one of {list(NOISES)}")
+    return (sigma * xi).to(dtype=dtype, device=device)
+
+
+class RegressionFlow(Circuit):
+    """Gradient flow ``dΘ_ℓ/dt = −η (Θ_ℓ A_ℓ − C_ℓ + λ Θ_ℓ)`` of per-layer, per-replica ridge
+    regressions (subclasses set ``self.moments = {name: (A, C)}`` and the initial Θ's)."""
+
+    moments: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    theta0: dict[str, torch.Tensor]
+
+    def initial_state(self) -> State:
+        return {k: v.clone() for k, v in self.theta0.items()}
+
+    def vector_field(self, t: float, y: State) -> State:
+        return {k: -self.eta * (y[k] @ A - C + self.decay * y[k])
+                for k, (A, C) in self.moments.items()}
+
+    def fixed_point(self) -> State:
+        """``Θ_ℓ* = C_ℓ (A_ℓ + λI)⁻¹`` for every layer (what the flow settles to)."""
+        out = {}
+        for k, (A, C) in self.moments.items():
+            eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
+            out[k] = torch.linalg.solve(A + self.decay * eye, C, left=False)
+        return out
+
+
+class ReconstructionLearning(RegressionFlow):
+    """Bengio's auto-encoder rule for mirrored decoders ``g_2..g_L`` on one batch ``x``.
+
+    Args:
+        network: the forward network (fixed here).  x: input ``[B, n_0]``.
+        decoders: initial ``[g_2, ..., g_L]`` (:class:`MirroredDecoder` with biases c).
+        eta: rate η.  decay: weight decay λ ≥ 0.
+        noise: σ of the Gaussian corruption of ``h_{ℓ-1}`` (0: none).  seed: the noise's seed.
+
+    State: ``theta_ℓ = [V_ℓ | c_ℓᵀ]`` of shape ``[S, n_{ℓ-1}, n_ℓ + 1]``; :meth:`decoders`
+    reads the decoders back from a state.
+    """
+
+    def __init__(self, network: ForwardNetwork, x: torch.Tensor,
+                 decoders: Sequence[MirroredDecoder], *, eta: float = 1.0, decay: float = 0.0,
+                 noise: float = 0.0, seed: int = 0):
+        self._bind(network)
+        net = self.network
+        self.eta = positive_float("eta", eta)
+        self.decay = _nonnegative("decay", decay)
+        sigma = _nonnegative("noise", noise)
+        if not isinstance(decoders, (list, tuple)) or len(decoders) != net.L - 1 or not all(
+                isinstance(g, MirroredDecoder) and g.c is not None for g in decoders):
+            raise ValueError(f"decoders: received {type(decoders).__name__}"
+                             f"{' of %d' % len(decoders) if hasattr(decoders, '__len__') else ''}"
+                             f", expected {net.L - 1} MirroredDecoder objects with biases "
+                             "[g_2, ..., g_L]")
+        fwd = net.forward(x)
+        gen = torch.Generator().manual_seed(seed)
+        self.moments, self.theta0, self.populations, self._activations = {}, {}, [], {}
+        for l, g in enumerate(decoders, start=2):
+            n_in, n = net.widths[l - 1], net.widths[l]
+            if tuple(g.V.shape[-2:]) != (n_in, n):
+                raise ValueError(f"decoders[{l - 2}].V: received shape {tuple(g.V.shape)}, "
+                                 f"expected [S, {n_in}, {n}] (layer {l} → {l - 1})")
+            h_below = fwd.a[l - 2]
+            if sigma:
+                h_below = h_below + sigma * torch.randn(
+                    h_below.shape, generator=gen, dtype=torch.float64).to(h_below)
+            r = net.activation(l).phi(net.layer(l, h_below))
+            R = torch.cat([r, torch.ones_like(r[..., :1])], dim=-1)        # [S, B, n + 1]
+            w = 1 / r.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(r.dtype).tiny)
+            B = r.shape[-2]
+            self.moments[f"theta_{l}"] = ((R * w).transpose(-1, -2) @ R / B,
+                                          (h_below * w).transpose(-1, -2) @ R / B)
+            V = g.V.expand(self.S, -1, -1).to(net.dtype)
+            c = g.c.expand(self.S, -1, -1).to(net.dtype)
+            self.theta0[f"theta_{l}"] = torch.cat([V, c.transpose(-1, -2)], dim=-1)
+            self._activations[l] = g.activation
+            self.populations.append(Population(f"theta_{l}", Role.FEEDBACK, n_in, l))
+
+    def decoders(self, y: State) -> list[MirroredDecoder]:
+        """The decoders ``g_2..g_L`` a state holds."""
+        return [MirroredDecoder(y[f"theta_{l}"][..., :-1],
+                                y[f"theta_{l}"][..., -1:].transpose(-1, -2), act)
+                for l, act in self._activations.items()]
+
+
+class DifferenceReconstruction(RegressionFlow):
+    """The DRL rule for direct feedback ``Q_1..Q_{L-1}`` (``[S, n_ℓ, n_L]``) on one batch.
+
+    Args:
+        network: the forward network (fixed here).  x: input ``[B, n_0]``.
+        sigma: noise scale σ.  damping: λ (the fixed point's damping).  eta: rate η.
+        noise: ``"orthogonal"`` (2n antithetic samples, second moment exactly σ²I) or
+            ``"gaussian"`` (``samples`` draws).  seed: the noise's seed.
+        feedback: initial Q's (default zeros).
+    """
+
+    def __init__(self, network: ForwardNetwork, x: torch.Tensor, *, sigma: float = 1e-3,
+                 damping: float = 1e-3, eta: float = 1.0, noise: str = "orthogonal",
+                 samples: int = 64, seed: int = 0,
+                 feedback: Sequence[torch.Tensor] | None = None):
+        self._bind(network)
+        net = self.network
+        sigma = positive_float("sigma", sigma)
+        self.decay = _nonnegative("damping", damping)
+        self.eta = positive_float("eta", eta)
+        samples = _count("samples", samples)
+        if noise not in NOISES:
+            raise ValueError(f"noise: received {noise!r}, expected one of {list(NOISES)}")
+        shapes = [(n, net.widths[-1]) for n in net.widths[1:-1]]
+        if feedback is not None and (not isinstance(feedback, (list, tuple))
+                                     or len(feedback) != len(shapes)
+                                     or any(not isinstance(q, torch.Tensor)
+                                            or tuple(q.shape[-2:]) != s
+                                            for q, s in zip(feedback, shapes))):
+            raise ValueError(f"feedback: received {type(feedback).__name__}, expected None or "
+                             f"{len(shapes)} tensors shaped "
+                             f"{['[S, %d, %d]' % s for s in shapes]}")
+        fwd = net.forward(x)
+        gen = torch.Generator().manual_seed(seed)
+        self.moments, self.theta0, self.populations = {}, {}, []
+        for l, (n, m) in enumerate(shapes, start=1):
+            h = fwd.a[l - 1]
+            xi = noise_samples(tuple(h.shape), sigma, noise, samples, gen, net.dtype,
+                               net.device)                               # [K, S, B, n_ℓ]
+            da = net.propagate(h + xi, l) - fwd.a[-1]                   # [K, S, B, n_L]
+            K, B = xi.shape[0], h.shape[-2]
+            xi, da = xi.movedim(0, -2).flatten(-3, -2), da.movedim(0, -2).flatten(-3, -2)
+            self.moments[f"Q_{l}"] = (da.transpose(-1, -2) @ da / (K * B * sigma ** 2),
+                                      xi.transpose(-1, -2) @ da / (K * B * sigma ** 2))
+            q0 = torch.zeros(self.S, n, m, dtype=net.dtype, device=net.device) \
+                if feedback is None else feedback[l - 1].to(net.dtype).expand(self.S, n, m)
+            self.theta0[f"Q_{l}"] = q0.clone()
+            self.populations.append(Population(f"Q_{l}", Role.FEEDBACK, n, l))
+
+    def feedback(self, y: State) -> list[torch.Tensor]:
+        """``[Q_1, ..., Q_{L-1}]`` of a state, ready for ``TargetPropagation(feedback=...)``."""
+        return [y[k] for k in self.moments]
