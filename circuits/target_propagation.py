@@ -17,10 +17,10 @@ Every target starts at its activity (``τ_ℓ(0) = h_ℓ``, ``u_ℓ(0) = h_ℓ``
 converges geometrically when ``Lip(g∘f − I) < 1`` (``iterated_input``: ``Lip(f∘g − I) < 1``), to
 the exact inverse ``τ_{ℓ-1} = f_ℓ⁻¹(τ_ℓ)`` wherever one exists.
 
-Weights (``online_gamma`` given): ``dW_ℓ/dt = −γ W_ℓ + mean_B τ̇_ℓ n_{ℓ-1}ᵀ`` (and
-``db_ℓ/dt = −γ b_ℓ + mean_B τ̇_ℓ / ‖r_{ℓ-1}‖²``) with ``n_{ℓ-1} = r_{ℓ-1}/‖r_{ℓ-1}‖²`` and
+Weights (``online_gamma`` given): ``dW_ℓ/dt = −γ W_ℓ + η mean_B τ̇_ℓ n_{ℓ-1}ᵀ`` (and
+``db_ℓ/dt = −γ b_ℓ + η mean_B τ̇_ℓ / ‖r_{ℓ-1}‖²``; η = ``online_eta``, default 1) with ``n_{ℓ-1} = r_{ℓ-1}/‖r_{ℓ-1}‖²`` and
 ``r_{ℓ-1} = φ(h_{ℓ-1})`` the feed-forward rate (the bias sees a constant input 1, so ‖·‖²
-counts it); integrated over a settle from ``τ(0) = h`` at γ = 0 it is exactly DTP1,
+counts it); integrated over a settle from ``τ(0) = h`` at γ = 0 it is exactly η·DTP1,
 :meth:`TargetPropagation.dtp1_updates`, which moves ``h_ℓ`` onto ``τ_ℓ`` (for one example).
 """
 from __future__ import annotations
@@ -111,13 +111,19 @@ class TargetPropagation(Circuit):
             ``"gauss_newton"`` (the damped pseudo-inverse ``J̄ᵀ(J̄J̄ᵀ + λI)⁻¹`` at the
             feed-forward pass, batch-averaged; ``damping`` = λ) or ``"random"`` (seeded).
         online_gamma: make weights state with the online rule and this decay γ (None: fixed).
+        online_form: ``"dtp1"`` (``n = r/(‖r‖² + 1)``: integrates to η·DTP1) or
+            ``"local_loss"`` (``n = r``: integrates to η times the local-loss gradient step,
+            :meth:`weight_updates` ``form="local_loss"``).
+        online_eta: the online rule's rate η: a small β keeps the targets differential (an exact
+            inverse of a saturating layer exists only for small nudges) while η β sets the step.
     """
 
     def __init__(self, network: ForwardNetwork, x: torch.Tensor, target: torch.Tensor, *,
                  rule: str = "iterated_output", beta=0.1, tau=1.0, tau_out=None,
                  decoders: Sequence[Decoder] | None = None,
                  feedback: str | Sequence[torch.Tensor] | None = None, damping: float = 1e-3,
-                 feedback_seed: int = 0, online_gamma: float | None = None):
+                 feedback_seed: int = 0, online_gamma: float | None = None,
+                 online_eta: float = 1.0, online_form: str = "dtp1"):
         if rule not in RULES:
             raise ValueError(f"rule: received {rule!r}, expected one of {list(RULES)}")
         self._bind(network, ("beta", "tau", "tau_out"), beta=beta, tau=tau,
@@ -145,11 +151,25 @@ class TargetPropagation(Circuit):
             self.decoders = list(decoders)
         self.online = online_gamma is not None
         if self.online:
+            self.eta = positive_float("online_eta", online_eta)
             self.gamma = float(online_gamma)
             if not self.gamma >= 0:
                 raise ValueError(f"online_gamma: received {online_gamma!r}, expected a number "
                                  "≥ 0 or None")
-            sq = [(r ** 2).sum(-1, keepdim=True) + (net.biases is not None) for r in self.rates]
+            if rule == "iterated_input":
+                raise ValueError("online_gamma: received a number for rule 'iterated_input', "
+                                 "expected None: its targets start at g_ℓ(h_ℓ), not at h_{ℓ-1}, "
+                                 "so the integrated rule would carry the decoders' "
+                                 "reconstruction error; use dtp1_updates() after the settle")
+            if online_form not in ("dtp1", "local_loss"):
+                raise ValueError(f"online_form: received {online_form!r}, expected 'dtp1' or "
+                                 "'local_loss'")
+            self.online_form = online_form
+            if online_form == "dtp1":
+                sq = [(r ** 2).sum(-1, keepdim=True) + (net.biases is not None)
+                      for r in self.rates]
+            else:                                       # the local-loss gradient: n = r
+                sq = [torch.ones_like(r[..., :1]) for r in self.rates]
             self._n = [r / s for r, s in zip(self.rates, sq)]
             self._n_bias = [1 / s for s in sq]
         widths = net.widths
@@ -235,7 +255,7 @@ class TargetPropagation(Circuit):
             for l in range(1, L):
                 out[f"tau_{l}"] = drive(l, tau) / T
         if self.online:
-            rates = self._target_rates(y, out)
+            rates = [self.eta * out[f"tau_{l}"] for l in range(1, L + 1)]        # η τ̇_ℓ
             for l in range(1, L + 1):
                 W = y[f"W_{l}"]
                 out[f"W_{l}"] = (rates[l - 1].transpose(-1, -2) @ self._n[l - 1]) \
@@ -244,14 +264,6 @@ class TargetPropagation(Circuit):
                     out[f"b_{l}"] = (rates[l - 1] * self._n_bias[l - 1]).mean(-2, keepdim=True) \
                         - self.gamma * y[f"b_{l}"]
         return out
-
-    def _target_rates(self, y: State, out: State) -> list[torch.Tensor]:
-        """τ̇_ℓ for ℓ = 1..L (``iterated_input``: ``τ̇_{ℓ-1} = g_ℓ'(u_ℓ) u̇_ℓ``)."""
-        L = self.L
-        if self.rule != "iterated_input":
-            return [out[f"tau_{l}"] for l in range(1, L + 1)]
-        return [torch.func.jvp(g, (y[f"u_{l}"],), (out[f"u_{l}"],))[1]
-                for l, g in enumerate(self.decoders, start=2)] + [out[f"tau_{L}"]]
 
     def _drive_iterated_output(self, l, tau):
         g = self.decoders[l - 1]                  # g_{ℓ+1}: layer ℓ+1 → ℓ

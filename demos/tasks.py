@@ -9,6 +9,7 @@ returns a :class:`Task` with one-hot float targets.
   ``j mod K``: with ``m ≥ 2`` clusters per class, a class's clusters sit on opposite sides of
   the circle, so the task is not linearly separable (m = 2, K = 2 is the XOR layout).
 * :func:`spiral` — ``K`` interleaved arms ``r (cos θ, sin θ)``, ``θ = 2π(turns · r + k/K)``.
+* :func:`teacher_regression` — regression onto a seeded teacher network (labels None).
 
 ``make_task(name, **arguments)`` picks one by name (:data:`TASKS`).
 """
@@ -35,8 +36,13 @@ class Task:
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
-    labels_train: torch.Tensor
-    labels_test: torch.Tensor
+    labels_train: torch.Tensor | None
+    labels_test: torch.Tensor | None
+
+    @property
+    def classification(self) -> bool:
+        """Whether targets are one-hot classes (False: a regression task, labels None)."""
+        return self.labels_test is not None
 
     @property
     def inputs(self) -> int:
@@ -51,6 +57,9 @@ class Task:
     @property
     def chance(self) -> float:
         """Test accuracy of always answering the most frequent test label."""
+        if not self.classification:
+            raise ValueError(f"task {self.name!r} is a regression task: it has no chance "
+                             "accuracy")
         counts = torch.bincount(self.labels_test, minlength=self.classes)
         return float(counts.max()) / len(self.labels_test)
 
@@ -153,7 +162,35 @@ def spiral(n_train: int = 512, n_test: int = 1024, classes: int = 3, turns: floa
     return split("spiral", x, labels, n_train, classes, dtype)
 
 
-TASKS: dict[str, Callable[..., Task]] = {"gaussian_mixture": gaussian_mixture, "spiral": spiral}
+def teacher_regression(n_train: int = 1000, n_test: int = 1000,
+                       widths: tuple[int, ...] | list[int] = (30, 20, 10, 10),
+                       activation: str = "tanh", teacher_scale: float | None = None,
+                       noise: float = 0.0, seed: int = 0,
+                       dtype: torch.dtype = torch.float64) -> Task:
+    """Regression onto a teacher network (Podlaski & Machens 2020's setting, SPEC §1):
+    ``x ~ N(0, I)``, ``y = teacher(x) + N(0, noise²)`` with a :class:`circuits.ForwardNetwork`
+    teacher of ``widths`` (linear output, biases zero) whose weights are ``U(−s, s)``,
+    ``s = teacher_scale`` (default ``1/√n_in``; the paper's linear teacher is ``widths = [30,
+    10]``, ``activation = "linear"``, ``teacher_scale = 1``). Inputs are not standardised
+    (they already are); labels are None."""
+    from circuits import ForwardNetwork
+    _integer("n_train", n_train, 1)
+    _integer("n_test", n_test, 1)
+    _positive("noise", noise, allow_zero=True)
+    _integer("seed", seed, 0)
+    dtype = _dtype(dtype)
+    teacher = ForwardNetwork(list(widths), activation, scale=teacher_scale, seed=seed + 1)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n_train + n_test, teacher.widths[0], generator=g, dtype=torch.float64)
+    y = teacher.forward(x).r[-1][0]
+    y = (y + noise * torch.randn(y.shape, generator=g, dtype=torch.float64)).to(dtype)
+    x = x.to(dtype)
+    return Task("teacher_regression", x[:n_train], y[:n_train], x[n_train:], y[n_train:],
+                None, None)
+
+
+TASKS: dict[str, Callable[..., Task]] = {"gaussian_mixture": gaussian_mixture, "spiral": spiral,
+                                         "teacher_regression": teacher_regression}
 
 
 def make_task(name: str, **arguments: Any) -> Task:
@@ -163,5 +200,5 @@ def make_task(name: str, **arguments: Any) -> Task:
     return TASKS[name](**arguments)
 
 
-__all__ = ["Task", "TASKS", "make_task", "gaussian_mixture", "spiral", "balanced_labels",
+__all__ = ["Task", "TASKS", "make_task", "gaussian_mixture", "spiral", "teacher_regression", "balanced_labels",
            "one_hot", "standardise", "split"]

@@ -105,13 +105,20 @@ def test_online_rule_integrated_over_a_settle_is_dtp1():
                          net.activation(2)),
          MirroredDecoder(torch.randn(1, 5, 3, generator=gen, dtype=F64) / 3, None,
                          net.activation(3))]
-    c = TargetPropagation(net, x, y, beta=0.2, decoders=g, online_gamma=0.0)
-    y0 = c.initial_state()
-    sol = solve(c, y0, 0.0, 7.3, dt=0.1, steady_state=False)
-    for l, (dW, db) in enumerate(c.dtp1_updates(sol.y1), start=1):
+    for eta in (1.0, 2.5):
+        c = TargetPropagation(net, x, y, beta=0.2, decoders=g, online_gamma=0.0, online_eta=eta)
+        y0 = c.initial_state()
+        sol = solve(c, y0, 0.0, 7.3, dt=0.1, steady_state=False)
+        for l, (dW, db) in enumerate(c.dtp1_updates(sol.y1), start=1):
+            assert torch.allclose(sol.y1[f"W_{l}"] - y0[f"W_{l}"], eta * dW, rtol=0, atol=1e-12)
+            assert torch.allclose(sol.y1[f"b_{l}"] - y0[f"b_{l}"], eta * db, rtol=0, atol=1e-12)
+    assert max(dW.abs().max().item() for dW, _ in c.dtp1_updates(sol.y1)) > 1e-3
+    c = TargetPropagation(net, x, y, beta=0.2, decoders=g, online_gamma=0.0,
+                          online_form="local_loss")
+    sol = solve(c, c.initial_state(), 0.0, 7.3, dt=0.1, steady_state=False)
+    for l, (dW, db) in enumerate(c.weight_updates(sol.y1, "local_loss"), start=1):
         assert torch.allclose(sol.y1[f"W_{l}"] - y0[f"W_{l}"], dW, rtol=0, atol=1e-12), l
         assert torch.allclose(sol.y1[f"b_{l}"] - y0[f"b_{l}"], db, rtol=0, atol=1e-12), l
-    assert max(dW.abs().max().item() for dW, _ in c.dtp1_updates(sol.y1)) > 1e-3
 
 
 def test_dtp1_moves_each_layer_exactly_onto_its_target():
@@ -179,6 +186,9 @@ def test_dfa_targets_use_fixed_random_feedback():
     (dict(rule="ddtp_linear", damping=0.0), r"damping: received 0\.0, expected a finite"),
     (dict(rule="dfa", beta=-1.0), r"beta: received -1\.0, expected values > 0"),
     (dict(rule="dfa", online_gamma=-0.1), r"online_gamma: received -0\.1, expected a number"),
+    (dict(rule="dfa", online_gamma=0.0, online_form="sgd"),
+     r"online_form: received 'sgd', expected 'dtp1' or 'local_loss'"),
+    (dict(rule="dfa", online_gamma=0.0, online_eta=0.0), r"online_eta: received 0\.0"),
 ])
 def test_target_propagation_rejects_bad_arguments(kwargs, match):
     net, x, y = problem((3, 4, 4, 2), "tanh")
@@ -247,3 +257,11 @@ def test_weight_updates_reject_an_unknown_form():
     with pytest.raises(ValueError, match=r"form: received 'dtp2', expected one of \['dtp1', "
                                          r"'dtp', 'local_loss'\]"):
         c.weight_updates(c.initial_state(), "dtp2")
+
+
+def test_the_online_rule_refuses_the_input_correction():
+    net, x, y = problem((3, 3, 3), "tanh", seed=1)
+    with pytest.raises(ValueError, match=r"online_gamma: received a number for rule "
+                                         r"'iterated_input', expected None"):
+        TargetPropagation(net, x, y, rule="iterated_input", online_gamma=0.0,
+                          decoders=inverse_decoders(net))
