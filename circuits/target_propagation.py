@@ -141,6 +141,7 @@ class TargetPropagation(Circuit):
         self.delta_L = fwd.dphi[-1] * (y - fwd.r[-1])         # −∂ℒ/∂h_L
         self.output_target = self.h[-1] + self.beta * self.delta_L
         if self.direct:
+            self.damping = damping
             self.feedback = self._feedback(feedback, damping, feedback_seed)
         else:
             if decoders is None or len(decoders) != self.L - 1 or not all(

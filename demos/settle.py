@@ -1,4 +1,4 @@
-"""Settling demo: DI, SDI, DFC and PC settle on one example, against their closed forms.
+"""Settling demo: DI, SDI, DFC, PC, TP and DDTP settle on one example, against closed forms.
 
     python -m demos.settle [--config configs/settle.yaml] --out DIR
 
@@ -13,7 +13,11 @@ config keeps the nudge small). For DFC and PC the forward state (``v``, ``x``) i
 circuit moves it by a small amount, so their error is measured on the deviation from the
 feed-forward pass (``v − v_ff``, ``x − x_ff``). PC's errors also follow a known transient (the
 binomial law of :func:`circuits.fixed_prediction_transient` for Euler steps): its largest
-deviation is reported as ``transient_error_to_law``.
+deviation is reported as ``transient_error_to_law``. Target propagation (SPEC §4–5): ``TP``
+is Bengio's iterated inverse with approximate inverse decoders on its own square network
+(``iterated_inverse_network``), its targets settling onto the exact inverse
+``τ_{ℓ-1} = f_ℓ⁻¹(τ_ℓ)``; ``DDTP`` is DDTP-linear with the damped pseudo-inverse as feedback,
+settling onto the Gauss-Newton targets. Both are measured on ``τ − h``.
 
 Writes ``DIR/<circuit>.png`` (each population over time, closed forms dashed, and the angle of
 the implied weight update to backprop, pseudo-backprop, Gauss-Newton and, for DI with random
@@ -35,8 +39,9 @@ import numpy as np
 import torch
 
 from circuits import (DynamicInversion, ForwardNetwork, PredictiveCoding,
-                      SingleLoopDynamicInversion, fixed_prediction_transient)
-from circuits.credit import alignment, backprop, reference_credits
+                      SingleLoopDynamicInversion, TargetPropagation, fixed_prediction_transient,
+                      inverse_decoders)
+from circuits.credit import alignment, backprop, gauss_newton, reference_credits
 from circuits.feedback_control import DeepFeedbackControl
 from circuits.network import Forward
 from solvers import Solution, solve
@@ -80,6 +85,8 @@ class CircuitSpec:
     credits:      ``(circuit, ys) -> (forward pass, δ_L, credit trajectories)`` for the
                   alignment panel.
     extras:       ``(circuit, solution, solver kwargs) -> {key: value}`` added to the summary.
+    network_section: a config section with the circuit's own network (and example), for
+                  circuits that need one of their own (TP: square layers, exact inverses).
     """
 
     cls: type
@@ -92,6 +99,7 @@ class CircuitSpec:
     credits: Callable[[Any, Mapping[str, torch.Tensor]],
                       tuple[Forward, torch.Tensor, list[torch.Tensor]]] = _own_credits
     extras: Callable[[Any, Solution, Mapping[str, Any]], dict[str, Any]] = _no_extras
+    network_section: str | None = None
 
 
 def _state_only(circuit, star: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -192,6 +200,45 @@ def _pc_transient(circuit, sol: Solution, solver: Mapping[str, Any]) -> dict[str
     return {"transient_error_to_law": worst / max(float(e.abs().max()) for e in star)}
 
 
+def iterated_inverse(network: ForwardNetwork, x: torch.Tensor, target: torch.Tensor, *,
+                     beta: float = 0.05, tau: float = 1.0, perturbation: float = 0.2,
+                     decoder_seed: int = 0) -> TargetPropagation:
+    """Bengio's iterated inverse (correction on the decoder output) with approximate inverse
+    decoders ``g_ℓ(h) = φ⁻¹(M_ℓ(h − b_ℓ))``, ``M_ℓ = W_ℓ⁻¹ + perturbation·E`` (square layers)."""
+    return TargetPropagation(network, x, target, rule="iterated_output", beta=beta, tau=tau,
+                             decoders=inverse_decoders(network, perturbation, decoder_seed))
+
+
+def _tp_offset(circuit) -> dict[str, torch.Tensor]:
+    """Targets start at the feed-forward pre-activations ``h_ℓ``."""
+    return {f"tau_{l}": h for l, h in enumerate(circuit.h, start=1)}
+
+
+def _exact_inverse_targets(circuit, y1):
+    """``τ_L* = h_L + βδ_L`` and ``τ_{ℓ-1}* = f_ℓ⁻¹(τ_ℓ*)`` through the exact inverses."""
+    exact = inverse_decoders(circuit.network)
+    star = {f"tau_{circuit.L}": circuit.output_target}
+    for l in range(circuit.L, 1, -1):
+        star[f"tau_{l - 1}"] = exact[l - 2](star[f"tau_{l}"])
+    return star, {}
+
+
+def _gauss_newton_targets(circuit, y1):
+    """``τ_ℓ* = h_ℓ + β J̄ᵀ(J̄J̄ᵀ + λI)⁻¹δ_L`` (hidden layers), ``τ_L* = h_L + βδ_L``."""
+    steps = gauss_newton(circuit.network, circuit.fwd, circuit.delta_L,
+                         damping=circuit.damping)
+    star = {f"tau_{l}": h + circuit.beta * s
+            for l, (h, s) in enumerate(zip(circuit.h[:-1], steps), start=1)}
+    star[f"tau_{circuit.L}"] = circuit.output_target
+    return star, {}
+
+
+def _tp_credits(circuit, ys):
+    """A target circuit's credit is its target change ``τ_ℓ − h_ℓ`` ``[T, S, B, n_ℓ]``."""
+    return circuit.fwd, circuit.delta_L, [ys[f"tau_{l}"] - h
+                                          for l, h in enumerate(circuit.h, start=1)]
+
+
 def _feedback_pops(circuit) -> list[tuple[str, str, int]]:
     keys = sorted(k for k in circuit.observe(circuit.initial_state()) if k.startswith("fb_"))
     return [(k, "feedback", int(k.split("_")[1])) for k in keys]
@@ -219,6 +266,12 @@ CIRCUITS: dict[str, CircuitSpec] = {
     "PC": CircuitSpec(PredictiveCoding, "predictive_coding", _pc_closed_form, _pc_offset,
                       _pc_pops, True, ("predictions", "errors", "variances", "tau_x"),
                       _pc_credits, _pc_transient),
+    "TP": CircuitSpec(iterated_inverse, "iterated_inverse", _exact_inverse_targets, _tp_offset,
+                      lambda c: [], True, ("beta", "tau", "perturbation"), _tp_credits,
+                      network_section="iterated_inverse_network"),
+    "DDTP": CircuitSpec(TargetPropagation, "ddtp_linear", _gauss_newton_targets, _tp_offset,
+                        lambda c: [], True, ("rule", "beta", "feedback", "damping"),
+                        _tp_credits),
 }
 
 _sections: dict[str, Section] = {
@@ -228,6 +281,8 @@ _sections: dict[str, Section] = {
 }
 for _spec in CIRCUITS.values():
     _sections[_spec.section] = Section(_spec.cls, exclude=_CIRCUIT_INPUTS)
+    if _spec.network_section:
+        _sections[_spec.network_section] = _sections["network"]
     _sections[f"{_spec.section}_solver"] = Section(solve, exclude=_SOLVE_SUPPLIED)
 
 SCHEMA = Schema(sections=_sections, demo={
@@ -363,7 +418,8 @@ def run_circuit(name: str, config: Config, net: ForwardNetwork, x: torch.Tensor,
     }
     settling_figure(out / f"{name}.png", ts[shown], traces,
                     {k: v[shown] for k, v in angles.items()},
-                    title=_title(name, spec, params, config["network"], solver, result),
+                    title=_title(name, spec, params, config[spec.network_section or "network"], solver,
+                 result),
                     settle_time=settle_time,
                     panel_labels=_offset_label(offset))
     return result
@@ -401,10 +457,10 @@ def run(config: str | Path | Mapping[str, Any] | None, out: str | Path) -> dict[
     if unknown:
         raise ValueError(f"config key 'circuits': received {unknown}, expected names from "
                          f"{list(CIRCUITS)}")
-    net = ForwardNetwork(**config["network"])
-    x, target = example(config, net)
     summary: dict[str, Any] = {"circuits": {}}
     for name in config["circuits"]:
+        net = ForwardNetwork(**config[CIRCUITS[name].network_section or "network"])
+        x, target = example(config, net)
         summary["circuits"][name] = run_circuit(name, config, net, x, target, out)
     summary["all_within_tolerance"] = all(c["within_tolerance"]
                                           for c in summary["circuits"].values())

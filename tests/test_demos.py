@@ -9,7 +9,7 @@ import torch
 from demos import config as cfg
 from demos import settle, tour
 
-CIRCUITS = ("DI", "SDI", "DFC", "PC")
+CIRCUITS = ("DI", "SDI", "DFC", "PC", "TP", "DDTP")
 KEYS = ("status", "relative_error_to_closed_form", "settle_time")
 
 
@@ -155,3 +155,12 @@ def test_config_merge_and_yaml_floats(tmp_path):
     assert defaults["predictive_coding"]["predictions"] == "fixed"
     with pytest.raises(ValueError, match=r"'predictive_coding'.*unknown key 'sigma'.*'variances'"):
         settle.load({"predictive_coding": {"sigma": 1.0}})
+
+
+def test_settle_tp_targets_reach_the_exact_inverse_and_ddtp_the_gauss_newton_targets(settled):
+    _, summary = settled
+    tp, ddtp = summary["circuits"]["TP"], summary["circuits"]["DDTP"]
+    assert tp["relative_error_to_closed_form"] < 1e-8          # τ_{ℓ-1} = f_ℓ⁻¹(τ_ℓ)
+    assert ddtp["relative_error_to_closed_form"] < 1e-8        # τ_ℓ = GN targets
+    assert ddtp["final_angles_deg"]["gauss_newton"] < 1e-3
+    assert summary["config"]["iterated_inverse_network"]["widths"] == [4, 4, 4, 4]
