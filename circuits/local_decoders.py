@@ -28,8 +28,10 @@ forget. ``tests/test_local_decoders.py`` checks them against autograd in float64
 
 State (weights lead with the replica axis S): ``W_ℓ [S, n_ℓ, n_{ℓ-1}]``, ``b_ℓ [S, 1, n_ℓ]``
 (ℓ = 1..L), ``D_ℓ [S, n_y, n_ℓ]`` (ℓ = 1..L-1; constant when fixed). :meth:`observe` adds
-``loss_ℓ [S, 1, 1]`` (ℓ = 1..L), ``accuracy_ℓ [S, 1, 1]`` (decoded / output accuracy at
-threshold ½, for targets in {0, 1}) and ``gate_ℓ`` is not recorded (it is a function of t).
+``loss_ℓ [S, 1, 1]`` (ℓ = 1..L) and ``accuracy_ℓ [S, 1, 1]`` (decoded / output accuracy at
+threshold ½, for targets in {0, 1}). The gates are not part of the state or of the
+observations: they are functions of t alone, read from the schedule with
+``circuit.schedule.gates(t, like)``.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ import torch.nn.functional as F
 
 from .circuit import Circuit, State
 from .network import ForwardNetwork
-from .parameters import Population, Role
+from .parameters import Population, Role, replica_count
 
 OUTPUT_LOSSES = ("bce", "mse")
 NORM_EPS = 1e-12
@@ -162,6 +164,12 @@ class LocalDecoders(Circuit):
             raise ValueError(f"schedule: received {schedule.layers} windows, expected one per "
                              f"layer (L = {L})")
         eta_d = eta if eta_decoders is None else eta_decoders
+        if network.replicas > 1:      # name the rate, not the network, when the counts clash
+            for name, value in (("eta", eta), ("eta_decoders", eta_d)):
+                n = replica_count(name, value)
+                if n not in (1, network.replicas):
+                    raise ValueError(f"{name}: received {n} replica values, expected 1 or the "
+                                     f"network's S = {network.replicas}")
         seeds = decoder_seed
         self._bind(network, eta=eta, eta_decoders=eta_d)
         net = self.network

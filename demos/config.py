@@ -17,6 +17,7 @@ Typical use::
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import math
 import re
@@ -179,7 +180,27 @@ def load_config(source: str | Path | Mapping[str, Any] | None, schema: Schema,
     return merge(base, validate(given, schema))
 
 
-__all__ = ["Config", "Section", "Schema", "read_yaml", "validate", "merge", "load_config"]
+__all__ = ["Config", "Section", "Schema", "read_yaml", "validate", "merge", "load_config",
+           "dataclass_config", "jsonable", "intra_op_threads"]
+
+
+def dataclass_config(cls: type, config: Any, tuples: tuple[str, ...] = ()) -> Any:
+    """``config`` as an instance of the dataclass ``cls``: None gives the defaults, an instance
+    is returned as it is, a mapping overrides the defaults (fields named in ``tuples`` are
+    turned into tuples, as YAML and JSON give lists). Unknown keys are errors listing the
+    valid ones; the dataclass checks its own values."""
+    if config is None:
+        return cls()
+    if isinstance(config, cls):
+        return config
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config: received {type(config).__name__}, expected None, a "
+                        f"{cls.__name__} or a mapping of its fields")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise ValueError(f"config: unknown keys {unknown}, expected names from {sorted(known)}")
+    return cls(**{k: tuple(v) if k in tuples else v for k, v in config.items()})
 
 
 def jsonable(value: Any) -> Any:

@@ -69,7 +69,7 @@ from circuits.target_propagation import (InverseDecoder, MirroredDecoder,  # noq
                                          inverse_decoders)
 from solvers import solve  # noqa: E402
 
-from .config import intra_op_threads  # noqa: E402
+from .config import dataclass_config, intra_op_threads  # noqa: E402
 from .plots import layer_colour  # noqa: E402
 
 F64 = torch.float64
@@ -168,18 +168,7 @@ TUPLES = ("perturbations", "tanh_perturbations", "dtp1_widths", "dtp_widths", "b
 
 def load(config: Config | Mapping[str, Any] | None = None) -> Config:
     """``config`` as a :class:`Config` (None: the defaults; a mapping: overrides of them)."""
-    if config is None:
-        return Config()
-    if isinstance(config, Config):
-        return config
-    if not isinstance(config, Mapping):
-        raise TypeError(f"config: received {type(config).__name__}, expected None, a Config "
-                        "or a mapping of its fields")
-    known = {f.name for f in dataclasses.fields(Config)}
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise ValueError(f"config: unknown keys {unknown}, expected names from {sorted(known)}")
-    return Config(**{k: tuple(v) if k in TUPLES else v for k, v in config.items()})
+    return dataclass_config(Config, config, TUPLES)
 
 
 def batch(widths: Sequence[int], B: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -73,7 +73,7 @@ from circuits import (ArrivalGate, ForwardNetwork, Plasticity, PredictiveCoding,
 from circuits.credit import backprop  # noqa: E402
 from solvers import Solution, solve  # noqa: E402
 
-from .config import intra_op_threads  # noqa: E402
+from .config import dataclass_config, intra_op_threads  # noqa: E402
 from .plots import layer_colour  # noqa: E402
 
 Update = list[tuple[torch.Tensor, torch.Tensor | None]]
@@ -122,19 +122,7 @@ class Config:
 
 def load(config: Config | Mapping[str, Any] | None = None) -> Config:
     """``config`` as a :class:`Config` (None: the defaults; a mapping: overrides of them)."""
-    if config is None:
-        return Config()
-    if isinstance(config, Config):
-        return config
-    if not isinstance(config, Mapping):
-        raise TypeError(f"config: received {type(config).__name__}, expected None, a Config "
-                        "or a mapping of its fields")
-    known = {f.name for f in dataclasses.fields(Config)}
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise ValueError(f"config: unknown keys {unknown}, expected names from {sorted(known)}")
-    tuples = {k: tuple(v) for k, v in config.items() if k in ("widths", "output_variances")}
-    return Config(**{**config, **tuples})
+    return dataclass_config(Config, config, ("widths", "output_variances"))
 
 
 # -- the problem: one network, one batch ------------------------------------------------------

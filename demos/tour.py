@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from . import reproduce_song2020, settle, train_pc
+from . import reproduce_bengio2020, reproduce_song2020, settle, train_pc, train_tp
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,10 @@ STEPS: list[Step] = [
     Step("reproduce_song2020", reproduce_song2020.run, reproduce_song2020.report,
          reproduce_song2020.passed),
     Step("train_pc", train_pc.run, train_pc.report, train_pc.passed),
+    Step("reproduce_bengio2020", reproduce_bengio2020.run, reproduce_bengio2020.report,
+         reproduce_bengio2020.passed),
+    Step("train_tp", lambda config, out: train_tp.run(config, out, progress=False),
+         train_tp.report, train_tp.passed),
 ]
 
 

@@ -340,8 +340,15 @@ def run(config: str | Path | Mapping[str, Any] | None, out: str | Path,
             summary["tasks"][kind] = {"task": task.name, "widths": widths, "methods": methods}
     summary["seconds"] = time.perf_counter() - start
     summary["config"] = cfg
-    (out / "summary.json").write_text(json.dumps(jsonable(summary), indent=2))
+    summary = jsonable(summary)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False))
     return summary
+
+
+def passed(summary: Mapping[str, Any]) -> bool:
+    """Every method lowered the mean test loss on every task."""
+    return all(m["test_loss"]["mean"] < m["initial_test_loss"]["mean"]
+               for t in summary["tasks"].values() for m in t["methods"].values())
 
 
 def report(summary: Mapping[str, Any]) -> str:
