@@ -22,6 +22,11 @@ Weights (``online_gamma`` given): ``dW_ℓ/dt = −γ W_ℓ + η mean_B τ̇_ℓ
 ``r_{ℓ-1} = φ(h_{ℓ-1})`` the feed-forward rate (the bias sees a constant input 1, so ‖·‖²
 counts it); integrated over a settle from ``τ(0) = h`` at γ = 0 it is exactly η·DTP1,
 :meth:`TargetPropagation.dtp1_updates`, which moves ``h_ℓ`` onto ``τ_ℓ`` (for one example).
+``online_form="local_loss"`` (``n = r``) integrates to the local-loss gradient step instead. After a
+settle, :meth:`TargetPropagation.weight_updates` gives DTP1, DTP1 scaled by each layer's
+influence on the loss (:func:`influence_scaled`, the scale carried as a scalar so no squared norm
+of a tiny target change is formed) or the local-loss step. The online rule is refused under
+``iterated_input``, whose targets start at ``g_ℓ(h_ℓ)`` rather than ``h_{ℓ-1}``.
 """
 from __future__ import annotations
 
