@@ -181,7 +181,7 @@ def load_config(source: str | Path | Mapping[str, Any] | None, schema: Schema,
 
 
 __all__ = ["Config", "Section", "Schema", "read_yaml", "validate", "merge", "load_config",
-           "dataclass_config", "jsonable", "intra_op_threads"]
+           "dataclass_config", "run_cli", "jsonable", "intra_op_threads"]
 
 
 def dataclass_config(cls: type, config: Any, tuples: tuple[str, ...] = ()) -> Any:
@@ -201,6 +201,23 @@ def dataclass_config(cls: type, config: Any, tuples: tuple[str, ...] = ()) -> An
     if unknown:
         raise ValueError(f"config: unknown keys {unknown}, expected names from {sorted(known)}")
     return cls(**{k: tuple(v) if k in tuples else v for k, v in config.items()})
+
+
+def run_cli(parser: Any, argv: list[str] | None, make_config: Callable[[Any], Any],
+            run: Callable[[Any, str], Mapping[str, Any]],
+            report: Callable[[Mapping[str, Any]], str]) -> Any:
+    """The tail every reproduction's ``main`` shares: parse ``argv``, build the config from the
+    arguments (a ``ValueError`` becomes a usage error naming the bad value), run into
+    ``args.out``, print the report and where the files went; returns the summary."""
+    args = parser.parse_args(argv)
+    try:
+        cfg = make_config(args)
+    except ValueError as err:
+        parser.error(str(err))
+    summary = run(cfg, args.out)
+    print(report(summary))
+    print(f"figures and summary.json in {args.out}")
+    return summary
 
 
 def jsonable(value: Any) -> Any:

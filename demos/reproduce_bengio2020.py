@@ -69,7 +69,7 @@ from circuits.target_propagation import (InverseDecoder, MirroredDecoder,  # noq
                                          inverse_decoders)
 from solvers import solve  # noqa: E402
 
-from .config import dataclass_config, intra_op_threads  # noqa: E402
+from .config import dataclass_config, intra_op_threads, run_cli  # noqa: E402
 from .plots import layer_colour  # noqa: E402
 
 F64 = torch.float64
@@ -677,17 +677,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="decoder perturbations p of the tanh convergence cases")
     parser.add_argument("--steps", type=int, default=defaults.steps,
                         help="iterations of the convergence cases")
-    args = parser.parse_args(argv)
-    try:
-        cfg = Config(seed=args.seed, betas=tuple(args.betas),
-                     perturbations=tuple(args.perturbations),
-                     tanh_perturbations=tuple(args.tanh_perturbations), steps=args.steps)
-    except ValueError as err:
-        parser.error(str(err))
-    summary = run(cfg, args.out)
-    print(report(summary))
-    print(f"figures and summary.json in {args.out}")
-    return summary
+
+    def make_config(args):
+        return Config(seed=args.seed, betas=tuple(args.betas),
+                      perturbations=tuple(args.perturbations),
+                      tanh_perturbations=tuple(args.tanh_perturbations), steps=args.steps)
+
+    return run_cli(parser, argv, make_config, run, report)
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ from circuits import ForwardNetwork  # noqa: E402
 from circuits.local_decoders import LayerSchedule, LocalDecoders  # noqa: E402
 from solvers import solve  # noqa: E402
 
-from .config import dataclass_config, intra_op_threads  # noqa: E402
+from .config import dataclass_config, intra_op_threads, run_cli  # noqa: E402
 from .datasets import signed_xor  # noqa: E402
 from .plots import layer_colour  # noqa: E402
 
@@ -539,23 +539,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--device", default=None, help="torch device (default cpu)")
     parser.add_argument("--quick", action="store_true",
                         help="the small configuration of Config.quick() (a few seconds)")
-    args = parser.parse_args(argv)
-    overrides: dict[str, Any] = {}
-    if args.seeds is not None:
-        if args.seeds < 1:
-            parser.error(f"--seeds: received {args.seeds}, expected an integer ≥ 1")
-        overrides["seeds"] = tuple(range(args.seeds))
-    for key in ("period", "dt", "eta", "backprop_steps", "dtype", "device"):
-        if getattr(args, key) is not None:
-            overrides[key] = getattr(args, key)
-    try:
-        cfg = Config.quick(**overrides) if args.quick else Config(**overrides)
-    except ValueError as err:
-        parser.error(str(err))
-    summary = run(cfg, args.out)
-    print(report(summary))
-    print(f"figures and summary.json in {args.out}")
-    return summary
+    def make_config(args):
+        overrides: dict[str, Any] = {}
+        if args.seeds is not None:
+            if args.seeds < 1:
+                raise ValueError(f"--seeds: received {args.seeds}, expected an integer ≥ 1")
+            overrides["seeds"] = tuple(range(args.seeds))
+        for key in ("period", "dt", "eta", "backprop_steps", "dtype", "device"):
+            if getattr(args, key) is not None:
+                overrides[key] = getattr(args, key)
+        return Config.quick(**overrides) if args.quick else Config(**overrides)
+
+    return run_cli(parser, argv, make_config, run, report)
 
 
 if __name__ == "__main__":

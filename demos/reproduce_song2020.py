@@ -73,7 +73,7 @@ from circuits import (ArrivalGate, ForwardNetwork, Plasticity, PredictiveCoding,
 from circuits.credit import backprop  # noqa: E402
 from solvers import Solution, solve  # noqa: E402
 
-from .config import dataclass_config, intra_op_threads  # noqa: E402
+from .config import dataclass_config, intra_op_threads, run_cli  # noqa: E402
 from .plots import layer_colour  # noqa: E402
 
 Update = list[tuple[torch.Tensor, torch.Tensor | None]]
@@ -604,17 +604,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="inference rate of the broken-C3 row")
     parser.add_argument("--perturbation", type=float, default=defaults.perturbation,
                         help="noise std on the hidden values of the broken-C1 row")
-    args = parser.parse_args(argv)
-    try:
-        cfg = Config(seed=args.seed, relu_seed=args.relu_seed, batch=args.batch,
-                     widths=tuple(args.widths), eta=args.eta, gamma=args.gamma,
-                     perturbation=args.perturbation)
-    except ValueError as err:
-        parser.error(str(err))
-    summary = run(cfg, args.out)
-    print(report(summary))
-    print(f"figures and summary.json in {args.out}")
-    return summary
+
+    def make_config(args):
+        return Config(seed=args.seed, relu_seed=args.relu_seed, batch=args.batch,
+                      widths=tuple(args.widths), eta=args.eta, gamma=args.gamma,
+                      perturbation=args.perturbation)
+
+    return run_cli(parser, argv, make_config, run, report)
 
 
 if __name__ == "__main__":
