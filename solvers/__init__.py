@@ -1,10 +1,15 @@
 """How circuits are integrated: stepping methods, the one ``solve`` loop, stopping rules,
-recording, the torchdiffeq adapter, presentations (training as integration)."""
+recording, the torchdiffeq adapter, presentations (training as integration), parameter sweeps
+as the replica axis (labelled results, automatic chunking)."""
 from .methods import ADAPTIVE, METHODS, Tableau, get_method, phi1, rk_step
 from .presentations import Phase, present, present_all
 from .solve import Solution, Status, solve
 from .state import Layout, State
+from .sweep import (Grid, LabelledArray, SweepResult, bytes_per_replica, closed_form_error,
+                    predict_stability, replica_network, sweep)
 
 __all__ = ["ADAPTIVE", "METHODS", "Tableau", "get_method", "phi1", "rk_step", "Phase", "present",
            "present_all", "Solution",
-           "Status", "solve", "Layout", "State"]
+           "Status", "solve", "Layout", "State", "Grid", "LabelledArray", "SweepResult",
+           "bytes_per_replica", "closed_form_error", "predict_stability", "replica_network",
+           "sweep"]
