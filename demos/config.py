@@ -207,12 +207,12 @@ def run_cli(parser: Any, argv: list[str] | None, make_config: Callable[[Any], An
             run: Callable[[Any, str], Mapping[str, Any]],
             report: Callable[[Mapping[str, Any]], str]) -> Any:
     """The tail every reproduction's ``main`` shares: parse ``argv``, build the config from the
-    arguments (a ``ValueError`` becomes a usage error naming the bad value), run into
+    arguments (a ``ValueError`` or unreadable file becomes a usage error naming it), run into
     ``args.out``, print the report and where the files went; returns the summary."""
     args = parser.parse_args(argv)
     try:
         cfg = make_config(args)
-    except ValueError as err:
+    except (OSError, ValueError) as err:
         parser.error(str(err))
     summary = run(cfg, args.out)
     print(report(summary))

@@ -46,7 +46,7 @@ from circuits.feedback_control import DeepFeedbackControl
 from circuits.network import Forward
 from solvers import Solution, solve
 
-from .config import Config, Schema, Section, jsonable, load_config, read_yaml
+from .config import Config, Schema, Section, jsonable, load_config, read_yaml, run_cli
 from .plots import Trace, settling_figure
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "settle.yaml"
@@ -497,14 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG),
                         help="YAML config merged over configs/settle.yaml (default: that file)")
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
-    args = parser.parse_args(argv)
-    try:
-        config = load(args.config)
-    except (OSError, ValueError) as err:
-        parser.error(str(err))
-    summary = run(config, args.out)
-    print(report(summary))
-    print(f"figures and summary.json in {args.out}")
+    summary = run_cli(parser, argv, lambda args: load(args.config), run, report)
     return 0 if summary["all_within_tolerance"] else 1
 
 

@@ -71,7 +71,8 @@ from solvers import solve
 from solvers.solve import Status
 from solvers.sweep import PARAMETERS, Grid, SweepResult, replica_network, sweep
 
-from .config import Config, Schema, Section, intra_op_threads, jsonable, load_config, read_yaml
+from .config import (Config, Schema, Section, intra_op_threads, jsonable, load_config,
+                     read_yaml, run_cli)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "sweep.yaml"
 _CIRCUIT_INPUTS = ("network", "x", "target", "output_error")
@@ -388,14 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG),
                         help="YAML config merged over configs/sweep.yaml (default: that file)")
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
-    args = parser.parse_args(argv)
-    try:
-        config = load(args.config)
-    except (OSError, ValueError) as err:
-        parser.error(str(err))
-    summary = run(config, args.out)
-    print(report(summary))
-    print(f"figures, data and summary.json in {args.out}")
+    summary = run_cli(parser, argv, lambda args: load(args.config), run, report)
     return 0
 
 
