@@ -27,7 +27,7 @@ import torch
 
 from .circuit import Circuit, State
 from .network import ForwardNetwork, affine, compact
-from .parameters import Population, Role, positive_float
+from .parameters import Population, Role, given_matrices, positive_float
 
 TARGETS = ("weak", "strong")
 LEAKS = ("integral", "total")
@@ -92,14 +92,7 @@ class DeepFeedbackControl(Circuit):
                 Q = [(torch.randn(S, n, m, generator=g, dtype=torch.float64) / m ** 0.5)
                      .to(device=dev, dtype=dt) for n, m in shapes]
         else:
-            if not isinstance(feedback, (list, tuple)) or len(feedback) != len(shapes) or any(
-                    not isinstance(q, torch.Tensor) or tuple(q.shape[-2:]) != s
-                    for q, s in zip(feedback, shapes)):
-                raise ValueError(f"feedback: received {type(feedback).__name__}, expected "
-                                 f"{list(FEEDBACK)} or {len(shapes)} tensors shaped "
-                                 f"{['[S, %d, %d]' % s for s in shapes]}")
-            Q = [(q if q.dim() == 3 else q[None]).to(device=dev, dtype=dt).expand(S, *s).clone()
-                 for q, s in zip(feedback, shapes)]
+            Q = given_matrices("feedback", feedback, shapes, S, dt, dev, str(list(FEEDBACK)))
         self.feedback = [feedback_scale * q for q in Q]
         self._Qt = [compact(q).transpose(-1, -2).contiguous() for q in self.feedback]
         self._Wt = [compact(W).transpose(-1, -2).contiguous() for W in net.weights]

@@ -35,7 +35,7 @@ import torch
 
 from .circuit import Circuit, State
 from .network import ForwardNetwork
-from .parameters import Population, Role, positive_float
+from .parameters import Population, Role, given_matrices, positive_float
 from .target_propagation import MirroredDecoder
 
 NOISES = ("gaussian", "orthogonal")
@@ -178,14 +178,9 @@ class DifferenceReconstruction(RegressionFlow):
         if noise not in NOISES:
             raise ValueError(f"noise: received {noise!r}, expected one of {list(NOISES)}")
         shapes = [(n, net.widths[-1]) for n in net.widths[1:-1]]
-        if feedback is not None and (not isinstance(feedback, (list, tuple))
-                                     or len(feedback) != len(shapes)
-                                     or any(not isinstance(q, torch.Tensor)
-                                            or tuple(q.shape[-2:]) != s
-                                            for q, s in zip(feedback, shapes))):
-            raise ValueError(f"feedback: received {type(feedback).__name__}, expected None or "
-                             f"{len(shapes)} tensors shaped "
-                             f"{['[S, %d, %d]' % s for s in shapes]}")
+        if feedback is not None:
+            feedback = given_matrices("feedback", feedback, shapes, self.S, net.dtype,
+                                      net.device, "None")
         fwd = net.forward(x)
         gen = torch.Generator().manual_seed(seed)
         self.moments, self.theta0, self.populations = {}, {}, []
@@ -198,9 +193,9 @@ class DifferenceReconstruction(RegressionFlow):
             xi, da = xi.movedim(0, -2).flatten(-3, -2), da.movedim(0, -2).flatten(-3, -2)
             self.moments[f"Q_{l}"] = (da.transpose(-1, -2) @ da / (K * B * sigma ** 2),
                                       xi.transpose(-1, -2) @ da / (K * B * sigma ** 2))
-            q0 = torch.zeros(self.S, n, m, dtype=net.dtype, device=net.device) \
-                if feedback is None else feedback[l - 1].to(net.dtype).expand(self.S, n, m)
-            self.theta0[f"Q_{l}"] = q0.clone()
+            self.theta0[f"Q_{l}"] = torch.zeros(self.S, n, m, dtype=net.dtype,
+                                                 device=net.device) \
+                if feedback is None else feedback[l - 1]
             self.populations.append(Population(f"Q_{l}", Role.FEEDBACK, n, l))
 
     def feedback(self, y: State) -> list[torch.Tensor]:

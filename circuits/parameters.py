@@ -90,3 +90,27 @@ def positive_float(name: str, value: Any) -> float:
             or value <= 0:
         raise ValueError(f"{name}: received {value!r}, expected a finite number > 0")
     return float(value)
+
+
+def describe(value: Any) -> str:
+    """A short description of a received value for error messages (``list of 2``, ``None``)."""
+    if value is None:
+        return "None"
+    if isinstance(value, (list, tuple)):
+        return f"{type(value).__name__} of {len(value)}"
+    return type(value).__name__
+
+
+def given_matrices(name: str, value: Any, shapes: Sequence[tuple[int, int]], replicas: int,
+                   dtype: torch.dtype, device: torch.device, alternatives: str) -> list[torch.Tensor]:
+    """User-given per-layer matrices (feedback B or Q): a list of ``[n, m]`` or ``[S, n, m]``
+    tensors, one per shape, returned as ``[S, n, m]`` on ``dtype``/``device``. Anything else is
+    an error naming ``name``, what was received and ``alternatives`` or the expected shapes."""
+    if not isinstance(value, (list, tuple)) or len(value) != len(shapes) or any(
+            not isinstance(q, torch.Tensor) or tuple(q.shape[-2:]) != tuple(s)
+            or q.dim() not in (2, 3) for q, s in zip(value, shapes)):
+        raise ValueError(f"{name}: received {describe(value)}, expected {alternatives} or "
+                         f"{len(shapes)} tensors shaped "
+                         f"{['[S, %d, %d]' % tuple(s) for s in shapes]}")
+    return [(q if q.dim() == 3 else q[None]).to(device=device, dtype=dtype)
+            .expand(replicas, *s).clone() for q, s in zip(value, shapes)]

@@ -39,7 +39,7 @@ from . import credit
 from .activations import Activation
 from .circuit import Circuit, State
 from .network import ForwardNetwork
-from .parameters import Population, Role, positive_float
+from .parameters import Population, Role, describe, given_matrices, positive_float
 
 RULES = ("iterated_output", "iterated_input", "dtp", "tp", "ddtp_linear", "dfa")
 UPDATE_FORMS = ("dtp1", "dtp", "local_loss")
@@ -151,7 +151,7 @@ class TargetPropagation(Circuit):
         else:
             if decoders is None or len(decoders) != self.L - 1 or not all(
                     isinstance(g, Decoder) for g in decoders):
-                raise ValueError(f"decoders: received {self._describe(decoders)}, expected "
+                raise ValueError(f"decoders: received {describe(decoders)}, expected "
                                  f"{self.L - 1} circuits.target_propagation.Decoder objects "
                                  f"[g_2, ..., g_L] for rule {rule!r}")
             self.decoders = list(decoders)
@@ -193,11 +193,6 @@ class TargetPropagation(Circuit):
                 self.populations += [Population(f"b_{l}", Role.WEIGHT, widths[l], l)
                                      for l in range(1, self.L + 1)]
 
-    @staticmethod
-    def _describe(value) -> str:
-        return "None" if value is None else f"{type(value).__name__} of " \
-            f"{len(value) if hasattr(value, '__len__') else '?'}"
-
     def _feedback(self, feedback, damping: float, seed: int) -> list[torch.Tensor]:
         net, S = self.network, self.S
         shapes = [(n, net.widths[-1]) for n in net.widths[1:-1]]
@@ -213,14 +208,8 @@ class TargetPropagation(Circuit):
             g = torch.Generator().manual_seed(seed)
             return [(torch.randn(S, n, m, generator=g, dtype=torch.float64) / m ** 0.5)
                     .to(device=net.device, dtype=net.dtype) for n, m in shapes]
-        if not isinstance(feedback, (list, tuple)) or len(feedback) != len(shapes) or any(
-                not isinstance(q, torch.Tensor) or tuple(q.shape[-2:]) != s
-                for q, s in zip(feedback, shapes)):
-            raise ValueError(f"feedback: received {self._describe(feedback)}, expected "
-                             f"'gauss_newton', 'random' or {len(shapes)} tensors shaped "
-                             f"{['[S, %d, %d]' % s for s in shapes]}")
-        return [(q if q.dim() == 3 else q[None]).to(device=net.device, dtype=net.dtype)
-                .expand(S, *s) for q, s in zip(feedback, shapes)]
+        return given_matrices("feedback", feedback, shapes, S, net.dtype, net.device,
+                              "'gauss_newton', 'random'")
 
     # -- the dynamics ------------------------------------------------------------------------
 

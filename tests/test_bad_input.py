@@ -201,3 +201,9 @@ def test_schedule_must_name_every_layer_and_present_needs_a_drive():
     with pytest.raises(TypeError, match=r"circuit: received DeepFeedbackControl, expected a "
                                         r"circuit with a present\(x, target\) method"):
         present(dfc, dfc.initial_state(), X, Y, [Phase("p", 1.0, 0.1, False)])
+
+
+def test_feedback_control_rejects_given_feedback_of_the_wrong_shape():
+    with pytest.raises(ValueError, match=r"feedback: received list of 1, expected "
+                                         r"\['jacobian', 'random'\] or 2 tensors shaped"):
+        DeepFeedbackControl(NET, X, Y, feedback=[torch.ones(4, 2)])

@@ -117,7 +117,7 @@ def test_gaussian_noise_drl_approaches_the_pseudo_inverse_with_many_samples():
     (lambda net, x: DifferenceReconstruction(net, x, samples=0),
      r"samples: received 0, expected an integer ≥ 1"),
     (lambda net, x: DifferenceReconstruction(net, x, feedback=[torch.zeros(1, 4, 4)]),
-     r"feedback: received list, expected None or 2 tensors"),
+     r"feedback: received list of 1, expected None or 2 tensors"),
 ])
 def test_feedback_learning_rejects_bad_arguments(make, match):
     net = ForwardNetwork([3, 4, 4, 2], "tanh")
