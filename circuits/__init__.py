@@ -11,6 +11,7 @@ from .gates import ArrivalGate, Continuous, Plasticity, Schedule, Signals
 from .local_decoders import LayerSchedule, LocalDecoders
 from .network import Forward, ForwardNetwork, affine, compact
 from .parameters import Population, Role
+from .plasticity import ClosedForm, Family, Plastic, Settling, Targets, outer_updates
 from .predictive_coding import (PredictiveCoding, backprop_updates, fixed_prediction_transient,
                                 update_divergence)
 from .target_propagation import (Decoder, InverseDecoder, MirroredDecoder, TargetPropagation,
@@ -31,4 +32,5 @@ __all__ = [
     "smoothed_spectral_abscissa", "stabilise_feedback",
     "Decoder", "InverseDecoder", "MirroredDecoder", "TargetPropagation", "gauss_newton_targets",
     "influence_scaled", "inverse_decoders",
+    "ClosedForm", "Family", "Plastic", "Settling", "Targets", "outer_updates",
 ]

@@ -196,6 +196,18 @@ class LocalDecoders(Circuit):
             + [Population(f"b_{l}", Role.WEIGHT, widths[l], l) for l in range(1, L + 1)]
             + [Population(f"D_{l}", Role.WEIGHT, widths[l], l) for l in range(1, L)])
 
+    def present(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Change the batch the losses are computed on (B must stay the same), for
+        :class:`solvers.Drive`: training on a stream of minibatches in one integration."""
+        x, y = self.network.input(x, "x"), self.network.output_like(y, "y")
+        if x.shape[1] != self.batch or y.shape[1] != self.batch:
+            raise ValueError(f"x, y: received {x.shape[1]} and {y.shape[1]} examples, expected "
+                             f"B = {self.batch} (the batch size fixed at construction)")
+        if self.output_loss == "bce" and ((y < 0) | (y > 1)).any():
+            raise ValueError("y: received values outside [0, 1], expected targets in [0, 1] for "
+                             "output_loss='bce'")
+        self.x, self.y = x, y
+
     # -- set-up ------------------------------------------------------------------------------
 
     def _draw_decoders(self, seed) -> list[torch.Tensor]:

@@ -166,6 +166,16 @@ class ForwardNetwork:
             [b.expand(replicas, -1, -1).clone() for b in self.biases],
             bias=self.biases is not None)
 
+    def with_parameters(self, weights: Sequence[torch.Tensor],
+                        biases: Sequence[torch.Tensor] | None) -> "ForwardNetwork":
+        """The same architecture with these weights and biases, used as they are (no copy, no
+        validation: for code that reads weights out of a circuit's state on every step)."""
+        net = object.__new__(ForwardNetwork)
+        net.__dict__.update(self.__dict__)
+        net.weights, net.biases = list(weights), None if biases is None else list(biases)
+        net.replicas = net.weights[0].shape[0]
+        return net
+
     def input(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
         """``x`` as ``[S, B, n_0]`` (a ``[B, n_0]`` input is shared by every replica)."""
         check_finite_tensor(name, x, dims=(2, 3))

@@ -5,6 +5,7 @@ from .methods import ADAPTIVE, METHODS, Tableau, get_method, phi1, rk_step
 from .presentations import Phase, present, present_all
 from .solve import Solution, Status, solve
 from .state import Layout, State
+from .training import Drive, Stream, TrainingResult, train
 from .sweep import (Grid, LabelledArray, SweepResult, bytes_per_replica, closed_form_error,
                     predict_stability, replica_network, sweep)
 
@@ -12,4 +13,4 @@ __all__ = ["ADAPTIVE", "METHODS", "Tableau", "get_method", "phi1", "rk_step", "P
            "present_all", "Solution",
            "Status", "solve", "Layout", "State", "Grid", "LabelledArray", "SweepResult",
            "bytes_per_replica", "closed_form_error", "predict_stability", "replica_network",
-           "sweep"]
+           "sweep", "Drive", "Stream", "TrainingResult", "train"]

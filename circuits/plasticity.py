@@ -1,0 +1,322 @@
+"""Weights as state: any credit circuit becomes a learning circuit (SPEC §1–§5, DESIGN "training is
+integration").
+
+:class:`Plastic` adds the forward network's weights and biases to a credit circuit's state and
+lets them flow by the weight change the circuit's state implies,
+
+    dW_ℓ/dt = η g · ΔW_ℓ(y),      db_ℓ/dt = η g · Δb_ℓ(y),
+
+where ``ΔW_ℓ`` is batch-averaged (e.g. ``mean_B credit_ℓ r_{ℓ-1}ᵀ``) and ``g ∈ [0, 1]`` is a
+plasticity gate computed from the circuit's own populations. On every evaluation the credit
+circuit is rebuilt on the *current* weights and the presented input: its forward pass, clamped
+output error and weight-dependent feedback (``B = −Wᵀ``, ``Q = Jᵀ``) follow the weights as they
+learn, so nothing is stale. A :class:`Family` says how a circuit is built and which weight change
+its state implies:
+
+* :class:`ClosedForm` — backprop, feedback alignment, pseudo-backprop and NDI (DI's closed-form
+  steady state): no populations of their own, the credit is instantaneous, the gate always open;
+* :class:`Settling` — a circuit whose credit populations settle (:class:`DynamicInversion`,
+  :class:`SingleLoopDynamicInversion`, :class:`DeepFeedbackControl`): the weights learn from
+  ``credit_ℓ`` read off the settling state;
+* :class:`Targets` — target propagation: the weights learn from ``τ_ℓ − h_ℓ``
+  (:meth:`TargetPropagation.weight_updates`), the feedback (decoders or Q) at its learning rule's
+  fixed point for the current weights (given as a function).
+
+**The settle gate.** ``g = exp(−(ρ/θ)²)`` with ``ρ = ‖ẏ_c‖ / (‖y_c‖ + ε)`` the relative rate of
+change of the credit populations (per replica, over the whole batch): a new input disturbs them
+and closes the gate, and the gate reopens by itself once they have settled, without a clock.
+``θ`` (1/time) is the rate below which the circuit counts as settled. ``gate="always"`` keeps
+plasticity on throughout (the credit is then used while it is still settling).
+
+Circuits that own their plasticity (:class:`PredictiveCoding` with a gate,
+:class:`LocalDecoders`) need no wrapper: they have weights in their state already.
+Every learning circuit has ``present(x, target)``, which :class:`solvers.Drive` calls when the
+presented example changes.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Callable, Sequence
+
+import torch
+
+from . import credit as credits_
+from .circuit import Circuit, State
+from .dynamic_inversion import DynamicInversion
+from .network import ForwardNetwork
+from .parameters import Population, Role, as_replica_parameter, positive_float
+
+Update = list[tuple[torch.Tensor, torch.Tensor | None]]
+GATES = ("settled", "always")
+
+
+def outer_updates(credits: Sequence[torch.Tensor], rates: Sequence[torch.Tensor],
+                  biases: bool) -> Update:
+    """``(mean_B c_ℓ r_{ℓ-1}ᵀ, mean_B c_ℓ)`` per layer for credits ``c_ℓ [S, B, n_ℓ]`` and
+    presynaptic rates ``r_{ℓ-1} [S, B, n_{ℓ-1}]``."""
+    B = credits[0].shape[-2]
+    return [((c.transpose(-1, -2) @ r) / B, c.mean(-2, keepdim=True) if biases else None)
+            for c, r in zip(credits, rates)]
+
+
+class Family(ABC):
+    """How a credit circuit is built on ``(network, x, target)`` and the weight change
+    ``[(ΔW_ℓ, Δb_ℓ)]`` (ℓ = 1..L, batch-averaged, an ascent direction) its state implies."""
+
+    #: whether the circuit has populations of its own that settle (else the gate stays open)
+    settles: bool = True
+
+    @abstractmethod
+    def build(self, network: ForwardNetwork, x: torch.Tensor, target: torch.Tensor) -> Any:
+        ...
+
+    def present(self) -> None:
+        """Called when a new example is presented (families that hold something per example,
+        such as feedback learned for it, reset it here)."""
+
+    @abstractmethod
+    def updates(self, circuit: Any, y: State) -> Update:
+        ...
+
+
+class _Instant:
+    """A credit with no populations: the forward pass and the clamped output credit."""
+
+    populations: list[Population] = []
+
+    def __init__(self, network: ForwardNetwork, x: torch.Tensor, target: torch.Tensor):
+        self.network = network
+        self.forward = network.forward(x)
+        self.delta_L = self.forward.dphi[-1] * (network.output_like(target) - self.forward.r[-1])
+
+    def initial_state(self) -> State:
+        return {}
+
+    def vector_field(self, t: float, y: State) -> State:
+        return {}
+
+
+class ClosedForm(Family):
+    """Instantaneous credit: ``backprop``, ``feedback_alignment`` (fixed random ``B_ℓ``
+    ``[S, n_{ℓ-1}, n_ℓ]`` drawn N(0, scale²/n_ℓ) from ``seed`` on first use, or given),
+    ``pseudo_backprop`` (``W⁺``) or ``ndi`` (layer-wise DI's closed-form steady state; ``dynamics``
+    are :class:`DynamicInversion`'s keyword arguments, e.g. ``alpha``)."""
+
+    settles = False
+    CREDITS = ("backprop", "feedback_alignment", "pseudo_backprop", "ndi")
+
+    def __init__(self, credit: str, *, feedback: Sequence[torch.Tensor] | None = None,
+                 seed: int = 0, scale: float = 1.0, **dynamics):
+        if credit not in self.CREDITS:
+            raise ValueError(f"credit: received {credit!r}, expected one of {list(self.CREDITS)}")
+        if dynamics and credit != "ndi":
+            raise ValueError(f"{sorted(dynamics)}: received keyword arguments for credit "
+                             f"{credit!r}, expected them only with credit='ndi'")
+        self.credit, self.feedback, self.seed = credit, feedback, seed
+        self.scale = positive_float("scale", scale)
+        self.dynamics = dynamics
+
+    def _fa_feedback(self, net: ForwardNetwork) -> list[torch.Tensor]:
+        if self.feedback is None:
+            g = torch.Generator().manual_seed(self.seed)
+            self.feedback = [
+                (self.scale * torch.randn(net.replicas, net.widths[l - 1], net.widths[l],
+                                          generator=g, dtype=torch.float64) / net.widths[l] ** 0.5)
+                .to(dtype=net.dtype, device=net.device) for l in range(2, net.L + 1)]
+        return self.feedback
+
+    def build(self, network, x, target):
+        if self.credit == "ndi":
+            return DynamicInversion(network, x, target, **self.dynamics)
+        return _Instant(network, x, target)
+
+    def updates(self, circuit, y):
+        net = circuit.network
+        fwd = circuit.forward
+        if self.credit == "ndi":
+            deltas = circuit.credits(circuit.steady_state())
+        elif self.credit == "backprop":
+            deltas = credits_.backprop(net, fwd, circuit.delta_L)
+        elif self.credit == "pseudo_backprop":
+            deltas = credits_.pseudo_backprop(net, fwd, circuit.delta_L)
+        else:
+            deltas = credits_.feedback_alignment(net, fwd, circuit.delta_L, self._fa_feedback(net))
+        return outer_updates(deltas, fwd.r[:-1], net.biases is not None)
+
+    def __repr__(self) -> str:
+        return f"ClosedForm({self.credit!r})"
+
+
+class Settling(Family):
+    """A circuit class whose ``credits(y)`` settle (DI, SDI, DFC), built as
+    ``circuit(network, x, target, **kwargs)``; the weights learn ``mean_B credit_ℓ r_{ℓ-1}ᵀ``
+    with the feed-forward rates ``r_{ℓ-1}``."""
+
+    def __init__(self, circuit: type, **kwargs):
+        if not (isinstance(circuit, type) and hasattr(circuit, "credits")):
+            raise TypeError(f"circuit: received {circuit!r}, expected a circuit class with a "
+                            "credits(y) method (DynamicInversion, SingleLoopDynamicInversion, "
+                            "DeepFeedbackControl)")
+        self.circuit, self.kwargs = circuit, kwargs
+
+    def build(self, network, x, target):
+        return self.circuit(network, x, target, **self.kwargs)
+
+    def updates(self, circuit, y):
+        net = circuit.network
+        return outer_updates(circuit.credits(y), circuit.forward.r[:-1], net.biases is not None)
+
+    def __repr__(self) -> str:
+        return f"Settling({self.circuit.__name__})"
+
+
+class Targets(Family):
+    """Target propagation (:class:`TargetPropagation` with ``rule`` and ``kwargs``); the weights
+    learn ``weight_updates(y, form)``. ``feedback(network, x)`` returns the decoders (decoder rules)
+    or the ``Q_ℓ`` list (``ddtp_linear``/``dfa``) for the current weights and input, e.g. their
+    learning rule's fixed point; ``None`` keeps the circuit's default (for ``ddtp_linear`` the
+    damped Gauss-Newton Q at the feed-forward pass).
+
+    The feedback is computed on the first evaluation of each presentation and held for the rest
+    of it (feedback pathways learn between examples, not within one; recomputing a batched
+    pseudo-inverse on every step would also cost ~10× the step itself)."""
+
+    def __init__(self, rule: str, *, form: str = "dtp1",
+                 feedback: Callable[[ForwardNetwork, torch.Tensor], Any] | None = None, **kwargs):
+        from .target_propagation import RULES, UPDATE_FORMS
+        if rule not in RULES:
+            raise ValueError(f"rule: received {rule!r}, expected one of {list(RULES)}")
+        if form not in UPDATE_FORMS:
+            raise ValueError(f"form: received {form!r}, expected one of {list(UPDATE_FORMS)}")
+        if "online_gamma" in kwargs:
+            raise ValueError("online_gamma: received a value, expected none (Plastic makes the "
+                             "weights state itself)")
+        self.rule, self.form, self.feedback, self.kwargs = rule, form, feedback, kwargs
+        self.key = "feedback" if rule in ("ddtp_linear", "dfa") else "decoders"
+        self.held: Any = None
+
+    def present(self) -> None:
+        self.held = None
+
+    def build(self, network, x, target):
+        from .target_propagation import TargetPropagation
+        kwargs = dict(self.kwargs)
+        if self.held is None and self.feedback is not None:
+            self.held = self.feedback(network, x)
+        if self.held is not None:
+            kwargs[self.key] = self.held
+        circuit = TargetPropagation(network, x, target, rule=self.rule, **kwargs)
+        if self.held is None:
+            self.held = getattr(circuit, self.key)
+        return circuit
+
+    def updates(self, circuit, y):
+        return circuit.weight_updates(y, self.form)
+
+    def __repr__(self) -> str:
+        return f"Targets({self.rule!r})"
+
+
+class Plastic(Circuit):
+    """A :class:`Family`'s circuit with the forward network's weights and biases as state.
+
+    Args:
+        family: what computes the credit.
+        network: the initial weights (S replicas; copied to the family's S if that is larger,
+            e.g. a sweep over ``alpha``).
+        x, target: the first example (batch) ``[B, n_0]``, ``[B, n_L]``; :meth:`present` changes
+            them (B must stay the same: it is part of the state's shape).
+        eta: learning rate η per unit time (a number or S numbers).
+        gate: ``"settled"`` (the settle gate with rate threshold ``theta``) or ``"always"``.
+
+    State: the family circuit's populations, ``W_ℓ`` ``[S, n_ℓ, n_{ℓ-1}]`` and ``b_ℓ``
+    ``[S, 1, n_ℓ]``. :meth:`observe` adds ``gate`` ``[S, 1, 1]``.
+    """
+
+    def __init__(self, family: Family, network: ForwardNetwork, x: torch.Tensor,
+                 target: torch.Tensor, *, eta=0.1, gate: str = "settled", theta: float = 0.05):
+        if not isinstance(family, Family):
+            raise TypeError(f"family: received {type(family).__name__}, expected a "
+                            "circuits.plasticity.Family (ClosedForm, Settling, Targets)")
+        if gate not in GATES:
+            raise ValueError(f"gate: received {gate!r}, expected one of {list(GATES)}")
+        self.family, self.gate_kind = family, gate
+        self.theta = positive_float("theta", theta)
+        probe = family.build(network, x, target)
+        self._bind(probe.network, eta=eta)
+        self.template = self.network            # widths, activations, dtype of every rebuild
+        if self.S != probe.network.replicas:    # eta has more replicas than the family
+            probe = family.build(self.network, x, target)
+        self._probe = probe
+        self.fast = [p.name for p in probe.populations] if family.settles else []
+        net = self.network
+        self.biased = net.biases is not None
+        self.populations = [p for p in probe.populations if p.name in self.fast] + [
+            Population(f"W_{l}", Role.WEIGHT, n, l) for l, n in enumerate(net.widths[1:], 1)]
+        if self.biased:
+            self.populations += [Population(f"b_{l}", Role.WEIGHT, n, l)
+                                 for l, n in enumerate(net.widths[1:], 1)]
+        self.present(x, target)
+
+    def present(self, x: torch.Tensor, target: torch.Tensor) -> None:
+        """Show a new example (batch): what the next evaluations are driven by."""
+        self.family.present()
+        self.x = self.template.input(x)
+        self.target = self.template.output_like(target)
+        if self.target.shape[1] != self.x.shape[1]:
+            raise ValueError(f"target: received {self.target.shape[1]} examples, expected "
+                             f"B = {self.x.shape[1]} like x")
+
+    def network_of(self, y: State) -> ForwardNetwork:
+        """The forward network with the weights of state ``y`` (a final state ``[S, ...]``)."""
+        return self.template.with_parameters(
+            [y[f"W_{l}"] for l in range(1, self.template.L + 1)],
+            [y[f"b_{l}"] for l in range(1, self.template.L + 1)] if self.biased else None)
+
+    def initial_state(self) -> State:
+        """The family circuit's initial state on the first example, and the initial weights."""
+        y = {k: v for k, v in self._probe.initial_state().items() if k in self.fast}
+        net = self.network
+        y.update({f"W_{l}": W.clone() for l, W in enumerate(net.weights, 1)})
+        if self.biased:
+            y.update({f"b_{l}": b.clone() for l, b in enumerate(net.biases, 1)})
+        return y
+
+    def _gate(self, y_fast: State, dy_fast: State) -> torch.Tensor:
+        ref = next(iter(self.network.weights))
+        if self.gate_kind == "always" or not self.family.settles or not self.fast:
+            return torch.ones(self.S, 1, 1, dtype=ref.dtype, device=ref.device)
+        sq = lambda d: sum(v.reshape(self.S, -1).pow(2).sum(-1) for v in d.values())  # noqa: E731
+        tiny = torch.finfo(ref.dtype).tiny ** 0.5
+        rho = sq(dy_fast).sqrt() / (sq(y_fast).sqrt() + tiny)
+        return torch.exp(-(rho / self.theta) ** 2).view(self.S, 1, 1)
+
+    def vector_field(self, t: float, y: State) -> State:
+        circuit = self.family.build(self.network_of(y), self.x, self.target)
+        fast = {k: y[k] for k in self.fast}
+        out = dict(circuit.vector_field(t, fast)) if fast else {}
+        rate = self.eta * self._gate(fast, out)
+        for l, (dW, db) in enumerate(self.family.updates(circuit, fast), 1):
+            out[f"W_{l}"] = rate * dW
+            if self.biased:
+                out[f"b_{l}"] = rate * db
+        return out
+
+    def leak(self, y: State) -> dict[str, torch.Tensor]:
+        if not self.fast or not hasattr(self._probe, "leak"):
+            return {}
+        return {k: v for k, v in self._probe.leak({}).items() if k in self.fast}
+
+    def observe(self, y: State) -> State:
+        obs = dict(y)
+        fast = {k: y[k] for k in self.fast}
+        if fast and self.family.settles and self.gate_kind == "settled":
+            lead = next(iter(fast.values())).shape[:-3]
+            if lead:                                        # a trajectory: gate per time
+                return obs
+            circuit = self.family.build(self.network_of(y), self.x, self.target)
+            obs["gate"] = self._gate(fast, circuit.vector_field(0.0, fast))
+        return obs
+
+
+__all__ = ["Family", "ClosedForm", "Settling", "Targets", "Plastic", "outer_updates", "GATES"]
