@@ -110,7 +110,7 @@ def _count(name: str, value: Any, minimum: int) -> int:
 
 def train(circuit: Any, y0: Mapping[str, torch.Tensor], stream: Stream, *, period: float,
           presentations: int, dt: float, method: str = "euler", chunk: int = 1, start: int = 0,
-          teacher_from: float = 0.0,
+          teacher_from: float = 0.0, teacher_dt: float | None = None,
           diverged: torch.Tensor | None = None,
           on_chunk: Callable[[int, State, Solution], None] | None = None,
           divergence_bound: float = 1e6, progress: bool | None = None) -> TrainingResult:
@@ -122,6 +122,11 @@ def train(circuit: Any, y0: Mapping[str, torch.Tensor], stream: Stream, *, perio
     and the state there: evaluate, log and checkpoint in it (a checkpoint holds ``k``, ``y`` and
     ``diverged``; resume with ``start=k, y0=y, diverged=diverged``). Steady-state stopping is off
     (a learning circuit is never at rest); divergence is checked per replica as in ``solve``.
+
+    ``teacher_dt``: a different step while the teacher is shown (``teacher_from`` > 0). The
+    trajectory is still one integration, with a piecewise-constant step: each presentation's
+    free and teacher phases are then two solves. (Z-IL's exactness needs Euler at ``dt = τ_x``
+    once the teacher appears, while the free relaxation before it needs a smaller step.)
     """
     _count("presentations", presentations, 1)
     _count("chunk", chunk, 1)
@@ -134,6 +139,12 @@ def train(circuit: Any, y0: Mapping[str, torch.Tensor], stream: Stream, *, perio
                          "checkpoint is written at a chunk boundary; resuming elsewhere would "
                          "take different steps than the uninterrupted run)")
     drive = Drive(circuit, stream, period, teacher_from=teacher_from)
+    T = drive.period
+    if teacher_dt is not None and teacher_from > 0:
+        segments = lambda a, b: [s for j in range(a, b) for s in (  # noqa: E731
+            (j * T, j * T + teacher_from, dt), (j * T + teacher_from, (j + 1) * T, teacher_dt))]
+    else:
+        segments = lambda a, b: [(a * T, b * T, dt)]  # noqa: E731
     y = {k: v for k, v in y0.items()}
     S = next(iter(y.values())).shape[0]
     flags = (torch.zeros(S, dtype=torch.bool) if diverged is None
@@ -145,17 +156,18 @@ def train(circuit: Any, y0: Mapping[str, torch.Tensor], stream: Stream, *, perio
     k = start
     while k < presentations:
         k1 = min((k // chunk + 1) * chunk, presentations)
-        sol = solve(drive, y, k * drive.period, k1 * drive.period, dt=dt, method=method,
-                    steady_state=False, divergence_bound=divergence_bound, progress=False)
-        new = (sol.status == Status.DIVERGED).cpu() & ~flags
-        y = sol.y1
-        if bool(new.any()):
-            held = {n: torch.where(_mask(new, v), v, held[n]) for n, v in y.items()}
-        flags |= new
-        if bool(flags.any()):
-            y = {n: torch.where(_mask(flags, v), held[n], v) for n, v in y.items()}
-        steps += sol.stats.get("steps", 0)
-        seconds += sol.stats.get("seconds", 0.0)
+        for t0, t1, h in segments(k, k1):
+            sol = solve(drive, y, t0, t1, dt=h, method=method, steady_state=False,
+                        divergence_bound=divergence_bound, progress=False)
+            new = (sol.status == Status.DIVERGED).cpu() & ~flags
+            y = sol.y1
+            if bool(new.any()):
+                held = {n: torch.where(_mask(new, v), v, held[n]) for n, v in y.items()}
+            flags |= new
+            if bool(flags.any()):
+                y = {n: torch.where(_mask(flags, v), held[n], v) for n, v in y.items()}
+            steps += sol.stats.get("steps", 0)
+            seconds += sol.stats.get("seconds", 0.0)
         bar.update(k1 - k)
         k = k1
         if on_chunk is not None:

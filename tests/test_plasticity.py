@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
-from circuits import (ClosedForm, DeepFeedbackControl, DynamicInversion, ForwardNetwork, Plastic,
-                      PredictiveCoding, Settling, SingleLoopDynamicInversion, Targets, credit)
+from circuits import (ArrivalGate, ClosedForm, DeepFeedbackControl, DynamicInversion,
+                      ForwardNetwork, LocalDecoders, Plastic, PredictiveCoding, Settling,
+                      SingleLoopDynamicInversion, Targets, credit)
 from circuits.plasticity import outer_updates
 from solvers import Drive, solve, train
 
@@ -209,3 +210,44 @@ def test_plastic_rejects_bad_arguments():
     with pytest.raises(TypeError, match="present"):
         Drive(DynamicInversion(net(), *stream(0)), stream, 1.0)
     assert math.isfinite(c.theta)
+
+
+def test_fa_z_il_in_one_integration_is_sgd():
+    """Predictive coding with the autonomous arrival gate, driven through one integration: a
+    free phase (the input alone, Euler dt = 0.5, long enough for every error to fall below the
+    gate's quiet threshold) then the teacher (Euler at dt = τ_x, teacher_dt) in every period.
+    Each presentation is then exactly one SGD step on ½‖y − a_L‖² (Z-IL), here over 8
+    presentations (measured 1e-16). A free phase too short to go quiet leaves the gates
+    disarmed: that presentation is simply not learned (measured: 0.03 off SGD at 60)."""
+    network = ForwardNetwork([4, 6, 5, 3], activation="tanh", seed=1)
+    L, eta, free = network.L, 0.1, 80.0
+    pc = PredictiveCoding(network, stream(0)[0], None, eta=eta, plasticity=ArrivalGate())
+    r = train(pc, pc.initial_state(), stream, period=free + L + 1, presentations=8, dt=0.5,
+              teacher_from=free, teacher_dt=1.0, chunk=4)
+    W, b = list(network.weights), list(network.biases)
+    for k in range(8):
+        gW, gb = loss_gradients(network.with_parameters(W, b), *stream(k))
+        W = [w + eta * g for w, g in zip(W, gW)]
+        b = [v + eta * g for v, g in zip(b, gb)]
+    for l in range(L):
+        torch.testing.assert_close(r.y[f"W_{l + 1}"], W[l], rtol=0, atol=1e-12)
+        torch.testing.assert_close(r.y[f"b_{l + 1}"], b[l], rtol=0, atol=1e-12)
+    assert max((r.y[f"W_{l + 1}"] - network.weights[l]).abs().max() for l in range(L)) > 0.01
+
+
+def test_local_decoders_learn_on_a_stream():
+    """LocalDecoders owns its weights; driven by a stream of minibatches in one integration its
+    local losses fall (measured on the first minibatch: 0.45 → 0.13, 0.21 → 0.14 for the two
+    decoders, 0.655 → 0.631 for the output's BCE)."""
+    network = ForwardNetwork([4, 8, 6, 3], activation="tanh", output_activation="sigmoid",
+                             seed=2)
+    target = lambda k: (stream(k)[0], (stream(k)[1] > 0).to(DT))  # noqa: E731
+    c = LocalDecoders(network, *target(0), eta=0.5)
+    y0 = c.initial_state()
+    r = train(c, y0, target, period=1.0, presentations=24, dt=0.1, chunk=8)
+    before = c.local_losses(y0)
+    c.present(*target(0))
+    after = c.local_losses(r.y)
+    assert after[0].item() < 0.5 * before[0].item()
+    assert after[1].item() < 0.8 * before[1].item()
+    assert after[2].item() < before[2].item() - 0.01
