@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from . import reproduce_bengio2020, reproduce_song2020, settle, sweep, train_pc, train_tp
+from . import (reproduce_bengio2020, reproduce_song2020, settle, sweep, train_pc, train_sweep,
+               train_tp)
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ SMALL_SWEEP = {
                               "alpha": {"logspace": [-0.5, 2, 24]}},
 }
 
+# The tour's training sweep: 5 leaks and 48 minibatches instead of 11 and 192.
+SMALL_TRAIN_SWEEP = {"values": {"logspace": [-3, 1, 5]}, "presentations": 48, "n_train": 256}
+
 STEPS: list[Step] = [
     Step("settle", settle.run, settle.report,
          lambda s: bool(s.get("all_within_tolerance"))),
@@ -60,6 +64,9 @@ STEPS: list[Step] = [
          reproduce_bengio2020.passed),
     Step("train_tp", lambda config, out: train_tp.run(config, out, progress=False),
          train_tp.report, train_tp.passed),
+    Step("train_sweep", lambda config, out: train_sweep.run(
+        SMALL_TRAIN_SWEEP if config is None else config, out), train_sweep.report,
+        train_sweep.passed),
 ]
 
 

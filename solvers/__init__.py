@@ -1,6 +1,7 @@
 """How circuits are integrated: stepping methods, the one ``solve`` loop, stopping rules,
 recording, the torchdiffeq adapter, presentations (training as integration), parameter sweeps
 as the replica axis (labelled results, automatic chunking)."""
+from .implicit import IMPLICIT, MAX_SIZE, ImplicitEulerStep, ImplicitMethod, replica_jacobian
 from .methods import ADAPTIVE, METHODS, Tableau, get_method, phi1, rk_step
 from .presentations import Phase, present, present_all
 from .solve import Solution, Status, solve
@@ -9,7 +10,8 @@ from .training import Drive, Stream, TrainingResult, train
 from .sweep import (Grid, LabelledArray, SweepResult, bytes_per_replica, closed_form_error,
                     predict_stability, replica_network, sweep)
 
-__all__ = ["ADAPTIVE", "METHODS", "Tableau", "get_method", "phi1", "rk_step", "Phase", "present",
+__all__ = ["IMPLICIT", "MAX_SIZE", "ImplicitEulerStep", "ImplicitMethod", "replica_jacobian",
+           "ADAPTIVE", "METHODS", "Tableau", "get_method", "phi1", "rk_step", "Phase", "present",
            "present_all", "Solution",
            "Status", "solve", "Layout", "State", "Grid", "LabelledArray", "SweepResult",
            "bytes_per_replica", "closed_form_error", "predict_stability", "replica_network",

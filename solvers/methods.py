@@ -9,6 +9,10 @@ not a tableau: it treats a declared linear leak ``-λ y`` exactly and the rest e
 which equals ``e^{−λh} y_n + (1 − e^{−λh})/λ · N(y_n)`` for ``f = −λ y + N(y)``. With λ = 0 it
 is forward Euler. Every method is a first-class value with a name and an order, so tests can
 loop over :data:`METHODS` and check each order against the matrix exponential.
+
+The stiff method ``implicit_euler`` (linearly implicit Euler) needs the per-replica Jacobian, so
+it is not a tableau and :func:`rk_step` does not take it; it lives in :mod:`solvers.implicit`,
+:func:`get_method` finds it there and :func:`solvers.solve` steps it.
 """
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+
+from .implicit import IMPLICIT, ImplicitMethod
 
 Field = Callable[[float, torch.Tensor], torch.Tensor]
 
@@ -64,10 +70,14 @@ METHODS: dict[str, Tableau] = {m.name: m for m in (EULER, HEUN, MIDPOINT, RK4, E
 ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 
 
-def get_method(name: str) -> Tableau:
+def get_method(name: str) -> Tableau | ImplicitMethod:
+    """The fixed-step method called ``name``: a :class:`Tableau`, or the
+    :class:`~solvers.implicit.ImplicitMethod` ``implicit_euler``."""
+    if isinstance(name, str) and name in IMPLICIT:
+        return IMPLICIT[name]
     if not isinstance(name, str) or name not in METHODS:
         raise ValueError(f"method: received {name!r}, expected one of "
-                         f"{sorted(METHODS) + list(ADAPTIVE)}")
+                         f"{sorted(METHODS) + sorted(IMPLICIT) + list(ADAPTIVE)}")
     return METHODS[name]
 
 
@@ -86,6 +96,10 @@ def rk_step(method: Tableau, f: Field, t: float, y: torch.Tensor, h: float,
     test, so stopping costs no extra evaluation). ``leak`` (broadcastable to y) is the linear
     decay rate λ that exponential Euler integrates exactly; other methods ignore it.
     """
+    if getattr(method, "implicit", False):
+        raise ValueError(f"method: received {method.name!r}, expected an explicit tableau "
+                         f"({sorted(METHODS)}): the implicit step needs the per-replica Jacobian "
+                         "and is taken by solvers.solve (or solvers.implicit.ImplicitEulerStep)")
     k1 = f(t, y)
     if method.exponential:
         if leak is None:

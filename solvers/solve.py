@@ -30,6 +30,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .implicit import IMPLICIT, ImplicitEulerStep
 from .methods import ADAPTIVE, get_method, rk_step
 from .state import Layout, State
 
@@ -92,10 +93,30 @@ def _vector_field(f: Any) -> tuple[Callable, Callable | None]:
                     "or an object with a vector_field method (a circuit)")
 
 
+class _Grid:
+    """Step times ``t_i = t0 + i dt``, or with ``growth`` g > 1 the geometric grid
+    ``t_i = t0 + dt (gⁱ − 1)/(g − 1)`` (step i is ``dt gⁱ``)."""
+
+    def __init__(self, t0: float, dt: float, growth: float):
+        self.t0, self.dt, self.g = t0, dt, growth
+
+    def time(self, i: int) -> float:
+        if self.g == 1.0:
+            return self.t0 + i * self.dt
+        return self.t0 + self.dt * (self.g ** i - 1) / (self.g - 1)
+
+    def position(self, t: float) -> float:
+        """Fractional step index of time t (the inverse of :meth:`time`)."""
+        if self.g == 1.0:
+            return (t - self.t0) / self.dt
+        return math.log1p((t - self.t0) * (self.g - 1) / self.dt) / math.log(self.g)
+
+
 def _save_plan(t0: float, t1: float, dt: float, n_steps: int, save_every: int | None,
-               save_at: Sequence[float] | torch.Tensor | None
+               save_at: Sequence[float] | torch.Tensor | None, grid: _Grid | None = None
                ) -> tuple[list[float], dict[int, list[tuple[int, float]]]]:
     """Map each saved time to (step index i, weight w): saved = lerp(y_i, y_{i+1}, w)."""
+    grid = _Grid(t0, dt, 1.0) if grid is None else grid
     if save_every is not None and save_at is not None:
         raise ValueError("save_every and save_at: received both, expected at most one")
     if save_at is None:
@@ -104,7 +125,7 @@ def _save_plan(t0: float, t1: float, dt: float, n_steps: int, save_every: int | 
         idx = list(range(0, n_steps + 1, every))
         if idx[-1] != n_steps:
             idx.append(n_steps)
-        times = [min(t0 + i * dt, t1) for i in idx]
+        times = [min(grid.time(i), t1) for i in idx]
     else:
         times = [float(s) for s in (save_at.tolist() if isinstance(save_at, torch.Tensor)
                                     else save_at)]
@@ -116,8 +137,13 @@ def _save_plan(t0: float, t1: float, dt: float, n_steps: int, save_every: int | 
                              f"[t0, t1] = [{t0}, {t1}]")
     plan: dict[int, list[tuple[int, float]]] = {}
     for slot, s in enumerate(times):
-        pos = (s - t0) / dt
+        pos = grid.position(s)
         i = min(int(math.floor(pos + 1e-9)), n_steps)
+        if i < n_steps:                  # linear in time within the step (the last ends at t1)
+            start, end = grid.time(i), min(grid.time(i + 1), t1)
+            pos = i + (s - start) / (end - start)
+            if pos > i + 1 - 1e-9:
+                i, pos = i + 1, i + 1.0
         w = 0.0 if i == n_steps else min(max(pos - i, 0.0), 1.0)
         if w < 1e-9:
             w = 0.0
@@ -132,7 +158,8 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
           divergence_bound: float = 1e6, check_every: int = 10,
           observe: Callable[[State], State] | None = None,
           progress: bool | None = None, adaptive_rtol: float = 1e-7,
-          adaptive_atol: float = 1e-9) -> Solution:
+          adaptive_atol: float = 1e-9, dt_growth: float = 1.0,
+          jacobian_every: int | None = 1) -> Solution:
     """Integrate ``dy/dt = f(t, y)`` from ``y(t0) = y0`` to ``t1``.
 
     Args:
@@ -142,7 +169,10 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
         y0: ``{name: tensor [S, ...]}``; all entries share S, dtype and device.
         t0, t1: time span, ``t1 > t0``.
         dt: step for fixed-step methods (required for them); initial step hint otherwise.
-        method: ``euler``, ``heun``, ``midpoint``, ``rk4``, ``exp_euler``, or one of
+        method: ``euler``, ``heun``, ``midpoint``, ``rk4``, ``exp_euler``, the stiff
+            ``implicit_euler`` (linearly implicit Euler, A- and L-stable; builds a ``D × D``
+            Jacobian per replica, so ``D ≤ 4096``, see :mod:`solvers.implicit`), the
+            exponential Rosenbrock–Euler ``exp_rosenbrock`` (exact for affine fields), or one of
             torchdiffeq's adaptive methods (``dopri5`` ...), see :mod:`solvers.adapter`.
         save_every: record every n-th step (t0 and t1 are always recorded). Default: only t0, t1.
         save_at: record at these times instead (linear interpolation between steps).
@@ -155,6 +185,11 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
         observe: record ``observe(y)`` instead of ``y`` (e.g. a few populations or norms), so
             memory grows with what is saved, not with the state.
         progress: tqdm bar; ``None`` shows it on a terminal only.
+        dt_growth: implicit methods only: step i is ``dt · dt_growthⁱ`` (a geometric grid, so
+            a stiff circuit is resolved early and reaches a slow steady state in a number of
+            steps logarithmic in the settle time, which is then known to within the last step).
+        jacobian_every: implicit methods only: recompute the Jacobian every n steps; ``None``
+            builds it once (exact for fields affine in y, the cheapest by far).
     """
     vector_field, leak_fn = _vector_field(f)
     layout = Layout(y0)
@@ -187,8 +222,19 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
         raise ValueError(f"dt: received None, expected a step size > 0 for method {method!r}")
     _positive("dt", dt)
     dt = float(dt)
-    n_steps = max(1, math.ceil((t1 - t0) / dt - 1e-9))
-    times, plan = _save_plan(t0, t1, dt, n_steps, save_every, save_at)
+    implicit = getattr(tableau, "implicit", False)
+    if isinstance(dt_growth, bool) or not isinstance(dt_growth, (int, float)) \
+            or not math.isfinite(dt_growth) or dt_growth < 1 \
+            or (dt_growth != 1 and not implicit):
+        raise ValueError(f"dt_growth: received {dt_growth!r} with method {method!r}, expected a "
+                         "finite number ≥ 1, and 1 unless method is one of "
+                         f"{sorted(IMPLICIT)} (a growing step breaks explicit methods)")
+    if jacobian_every != 1 and not implicit:
+        raise ValueError(f"jacobian_every: received {jacobian_every!r} with method {method!r}, "
+                         f"expected 1 (the default) unless method is one of {sorted(IMPLICIT)}")
+    grid = _Grid(t0, dt, float(dt_growth))
+    n_steps = max(1, math.ceil(grid.position(t1) - 1e-9))
+    times, plan = _save_plan(t0, t1, dt, n_steps, save_every, save_at, grid)
     slot_steps = sorted((j, s) for j, ss in plan.items() for s, _ in ss)
     slot_steps = [j for j, _ in slot_steps]
 
@@ -202,6 +248,12 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
 
     def flat_field(t: float, y: torch.Tensor) -> torch.Tensor:
         return layout.pack(vector_field(t, layout.unpack(y)))
+
+    if implicit:
+        implicit_step = ImplicitEulerStep(layout, vector_field, method, jacobian_every)
+        step = lambda t, y, h: implicit_step(t, y, h)               # noqa: E731
+    else:
+        step = lambda t, y, h: rk_step(tableau, flat_field, t, y, h, leak)   # noqa: E731
 
     record: Callable[[torch.Tensor], torch.Tensor]
     if observe is None:
@@ -229,9 +281,13 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
     while i < n_steps:
         chunk_end = min(i + check_every, n_steps)
         while i < chunk_end:
-            t = t0 + i * dt
-            h = dt if i < n_steps - 1 or t1 - t > dt * (1 - 1e-9) else t1 - t
-            y_new, k1 = rk_step(tableau, flat_field, t, y, h, leak)
+            if grid.g == 1.0:
+                t = t0 + i * dt
+                h = dt if i < n_steps - 1 or t1 - t > dt * (1 - 1e-9) else t1 - t
+            else:
+                t, h = grid.time(i), grid.time(i + 1) - grid.time(i)
+                h = h if i < n_steps - 1 or t1 - t > h * (1 - 1e-9) else t1 - t
+            y_new, k1 = step(t, y, h)
             evaluations += tableau.stages
             if active_entries is not None:
                 y_new = torch.where(active_entries, y_new, y)
@@ -242,7 +298,7 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
             y_prev, y = y, y_new
             i += 1
         # -- per-replica stopping, once per chunk ------------------------------------------
-        t = min(t0 + i * dt, t1)
+        t = min(grid.time(i), t1)
         bad = ~(layout.replica_absmax(y) <= divergence_bound)       # NaN compares False
         newly_diverged = active & bad
         stopped = newly_diverged
@@ -282,4 +338,4 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
         ys=rec_layout.unpack(buffer), y1={k: v.clone() for k, v in layout.unpack(y).items()},
         status=status.long(), t_stop=t_stop,
         stats={"steps": i, "evaluations": evaluations, "seconds": seconds, "method": method,
-               "dt": dt, "replicas": S})
+               "dt": dt, "dt_growth": grid.g, "replicas": S})
