@@ -472,8 +472,8 @@ def run_method(cfg: Config, task, method: str, out: Path, *, resume: bool = Fals
     def on_chunk(k: int, y, sol) -> None:
         now = time.perf_counter()
         state["seconds"] += now - clock["t"]
-        state["steps"] += int(sol.stats.get("steps", 0))
-        flags["f"] = flags["f"] | (sol.status == Status.DIVERGED).cpu()
+        state["steps"] = steps0 + int(sol.stats["steps"])
+        flags["f"] = sol.stats["diverged"]
         if k % per_epoch == 0:
             state["history"]["epoch"].append(k / per_epoch)
             state["history"]["test_accuracy"].append(accuracy(setup, y, task).tolist())
@@ -484,9 +484,7 @@ def run_method(cfg: Config, task, method: str, out: Path, *, resume: bool = Fals
             raise Stopped(f"stopped after {k} presentations (--stop-after {stop_after})")
         clock["t"] = time.perf_counter()
 
-    # train() keeps the divergence flags to itself until it returns; a checkpoint needs them,
-    # so they are tracked here from the chunks' statuses the same way.
-    from solvers.solve import Status
+    steps0 = state["steps"]              # train() reports its own totals from `start` on
     flags = {"f": (torch.zeros(next(iter(state["y"].values())).shape[0], dtype=torch.bool)
                    if state["diverged"] is None else state["diverged"].clone())}
 

@@ -120,7 +120,9 @@ def train(circuit: Any, y0: Mapping[str, torch.Tensor], stream: Stream, *, perio
 
     ``on_chunk(k, y, solution)`` runs after each chunk with the number of presentations done
     and the state there: evaluate, log and checkpoint in it (a checkpoint holds ``k``, ``y`` and
-    ``diverged``; resume with ``start=k, y0=y, diverged=diverged``). Steady-state stopping is off
+    ``diverged``, the run's cumulative flags so far, given as ``solution.stats["diverged"]``;
+    ``solution.stats["steps"]``/``["seconds"]`` are the run's totals so far; resume with
+    ``start=k, y0=y, diverged=diverged``). Steady-state stopping is off
     (a learning circuit is never at rest); divergence is checked per replica as in ``solve``.
 
     ``teacher_dt``: a different step while the teacher is shown (``teacher_from`` > 0). The
@@ -170,6 +172,7 @@ def train(circuit: Any, y0: Mapping[str, torch.Tensor], stream: Stream, *, perio
             seconds += sol.stats.get("seconds", 0.0)
         bar.update(k1 - k)
         k = k1
+        sol.stats.update(steps=steps, seconds=seconds, diverged=flags.clone())
         if on_chunk is not None:
             on_chunk(k, y, sol)
     bar.close()
