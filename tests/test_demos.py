@@ -8,6 +8,7 @@ import torch
 
 from demos import config as cfg
 from demos import settle, tour
+from figures import assert_png
 
 CIRCUITS = ("DI", "SDI", "DFC", "PC", "TP", "DDTP")
 KEYS = ("status", "relative_error_to_closed_form", "settle_time")
@@ -41,9 +42,7 @@ def test_settle_writes_summary_and_figures(settled):
         assert isinstance(entry["relative_error_to_closed_form"], float)
         assert isinstance(entry["settle_time"], float)
         assert set(entry["final_angles_deg"]) >= {"backprop", "pseudo_backprop", "gauss_newton"}
-        png = out / f"{name}.png"
-        assert png.is_file() and png.stat().st_size > 10_000, png
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert_png(out / f"{name}.png")
 
 
 def test_settle_report_is_a_table(settled):

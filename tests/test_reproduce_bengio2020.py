@@ -9,6 +9,7 @@ import math
 import pytest
 
 from demos import reproduce_bengio2020 as bengio
+from figures import assert_png
 
 FIGURES = ("convergence.png", "dtp1.png", "gn_alignment.png")
 
@@ -37,9 +38,7 @@ def test_figures_are_written(reproduced):
     out, summary = reproduced
     assert tuple(summary["figures"]) == FIGURES
     for name in FIGURES:
-        png = out / name
-        assert png.is_file() and png.stat().st_size > 10_000, png
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert_png(out / name)
 
 
 def test_iterated_inverses_converge_at_a_rate_within_alpha(reproduced):

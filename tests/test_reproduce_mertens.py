@@ -11,6 +11,7 @@ import torch
 
 from demos import reproduce_mertens as mertens
 from demos.config import intra_op_threads
+from figures import assert_png
 
 FIGURES = ("accuracy.png", "learning_curves.png", "decision_regions.png")
 
@@ -78,9 +79,7 @@ def test_figures_are_written(quick):
     out, _, summary = quick
     assert set(summary["figures"]) == set(FIGURES)
     for name in FIGURES:
-        png = out / name
-        assert png.is_file() and png.stat().st_size > 10_000, png
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert_png(out / name)
 
 
 def test_learning_beats_chance_and_trained_decoders_beat_fixed(quick):

@@ -11,6 +11,7 @@ import torch
 
 from circuits import backprop_updates
 from demos import reproduce_song2020 as song
+from figures import assert_png
 
 ROWS = ("z_il_float64", "z_il_float32", "fa_z_il", "gamma_0.99999", "perturbed_start",
         "all_layers_together", "il", "il_sigma2_L_1", "il_sigma2_L_10", "il_sigma2_L_100",
@@ -114,9 +115,7 @@ def test_figures_are_written(reproduced):
     out, summary = reproduced
     assert set(summary["figures"]) == set(FIGURES)
     for name in FIGURES:
-        png = out / name
-        assert png.is_file() and png.stat().st_size > 10_000, png
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert_png(out / name)
 
 
 def test_report_is_a_table_of_every_row(reproduced):

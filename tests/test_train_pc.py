@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from demos import tasks, train_pc
+from figures import assert_png
 
 # 4 presentations of B = 16 per epoch, 2 epochs: a few seconds.
 TINY = {
@@ -95,8 +96,7 @@ def test_gate_shut_during_prediction_and_opens_once_per_unit_when_taught(trained
 def test_figures_and_report(trained):
     out, summary, _ = trained
     for name in ("accuracy.png", "gates.png"):
-        png = out / name
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+        assert_png(out / name)
     text = train_pc.report(summary)
     for phrase in ("Fa-Z-IL", "backprop", "gap", "max during prediction 0", "exactly one"):
         assert phrase in text
