@@ -54,8 +54,56 @@ class Circuit(ABC):
             setattr(self, name, as_replica_parameter(name, value, S, net.dtype, net.device,
                                                      allow_minimum=name not in strictly_positive))
 
+    def _prepare_drive(self, x: torch.Tensor, given: torch.Tensor, name: str = "target") -> None:
+        """Check and store the drive once: ``self.x [S, B, n_0]`` and ``self.given
+        [S, B, n_L]`` (a target or an output error), with matching batch sizes."""
+        net = self.network
+        self.x = net.input(x)
+        self.given = net.output_like(given, name)
+        if self.given.shape[1] != self.x.shape[1]:
+            raise ValueError(f"{name}: received {self.given.shape[1]} examples, expected B = "
+                             f"{self.x.shape[1]} like x")
+        self.batch = self.x.shape[1]
+
     def roles(self) -> dict[str, Role]:
         return {p.name: p.role for p in self.populations}
 
     def __call__(self, t: float, y: State) -> State:
         return self.vector_field(t, y)
+
+
+class CreditCircuit(Circuit):
+    """A circuit that assigns credit to the weights of a forward network for a presented input
+    ``x`` and target (DI, SDI, DFC, target propagation).
+
+    What is fixed (widths, gains, leak, time constants, feedback rule) is set and validated once
+    by the constructor; what depends on the weights and the drive (the forward pass, the output
+    error, weight-dependent feedback such as ``−Wᵀ``) is computed by :meth:`_derive`. A learning
+    circuit whose weights are state calls :meth:`rebind` with the weights of the current state
+    and the presented example: the same circuit on other weights or another example, with no
+    validation, no copies of parameters and no host synchronisation."""
+
+    @abstractmethod
+    def _derive(self, compact_weights: bool) -> None:
+        """Compute the weight- and drive-dependent quantities from ``self.network``,
+        ``self.x`` and ``self.given``. ``compact_weights``: share matrices that are equal across
+        replicas (a check with a host sync: done at construction only)."""
+
+    @abstractmethod
+    def credits(self, y: State) -> list[torch.Tensor]:
+        """``[credit_1, ..., credit_L]`` ``[S, B, n_ℓ]``: what each layer's weights learn from."""
+
+    def rebind(self, network: ForwardNetwork | None = None, x: torch.Tensor | None = None,
+               given: torch.Tensor | None = None) -> "CreditCircuit":
+        """This circuit on other weights (``network``, same architecture and S) and/or another
+        drive (``x [S, B, n_0]``, ``given [S, B, n_L]``, already prepared: not checked)."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        if network is not None:
+            new.network = network
+        if x is not None:
+            new.x = x
+        if given is not None:
+            new.given = given
+        new._derive(False)
+        return new

@@ -23,8 +23,9 @@ from typing import Sequence
 
 import torch
 
-from .circuit import Circuit, State
+from .circuit import CreditCircuit, State
 from .network import ForwardNetwork, affine, compact
+from .feedback import random_feedback
 from .parameters import Population, Role
 
 FEEDBACK = ("transpose", "random")
@@ -33,6 +34,18 @@ FEEDBACK = ("transpose", "random")
 def effective_leak(alpha: torch.Tensor, k_i: torch.Tensor, k_p: torch.Tensor) -> torch.Tensor:
     """α̃ = α / (k_i + α k_p): the leak the steady state sees when the leak acts on u_int."""
     return alpha / (k_i + alpha * k_p)
+
+
+def _transposed(W: torch.Tensor, contiguous: bool) -> torch.Tensor:
+    """``Wᵀ`` for the step's matmuls: a contiguous copy when a circuit is built (the layout the
+    batched GEMMs were measured with), a view when a learning circuit rebinds every step."""
+    return W.transpose(-1, -2).contiguous() if contiguous else W.transpose(-1, -2)
+
+
+def _solve(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """``A⁻¹ B`` batched; a singular replica gets non-finite values instead of an exception
+    (it is then flagged as diverged, and the other replicas keep their results)."""
+    return torch.linalg.solve_ex(A, B)[0]
 
 
 def invert(W: torch.Tensor, B: torch.Tensor, c: torch.Tensor, alpha_tilde: torch.Tensor
@@ -46,18 +59,18 @@ def invert(W: torch.Tensor, B: torch.Tensor, c: torch.Tensor, alpha_tilde: torch
     m, n = W.shape[-2:]
     Im = torch.eye(m, dtype=W.dtype, device=W.device)
     if m <= n:
-        u = torch.linalg.solve(W @ B - alpha_tilde * Im, c.transpose(-1, -2)).transpose(-1, -2)
+        u = _solve(W @ B - alpha_tilde * Im, c.transpose(-1, -2)).transpose(-1, -2)
         return u, u @ B.transpose(-1, -2)
     In = torch.eye(n, dtype=W.dtype, device=W.device)
     Bc = c @ B.transpose(-1, -2)
-    delta = torch.linalg.solve(B @ W - alpha_tilde * In, Bc.transpose(-1, -2)).transpose(-1, -2)
+    delta = _solve(B @ W - alpha_tilde * In, Bc.transpose(-1, -2)).transpose(-1, -2)
     if bool((alpha_tilde > 0).all()):
-        u = torch.linalg.solve(W @ B - alpha_tilde * Im, c.transpose(-1, -2)).transpose(-1, -2)
+        u = _solve(W @ B - alpha_tilde * Im, c.transpose(-1, -2)).transpose(-1, -2)
         return u, delta
     return None, delta
 
 
-class _InversionCircuit(Circuit):
+class _InversionCircuit(CreditCircuit):
     """Shared set-up: the network's forward pass, the clamped output credit, the gains."""
 
     def __init__(self, network: ForwardNetwork, x: torch.Tensor, target: torch.Tensor | None,
@@ -67,20 +80,19 @@ class _InversionCircuit(Circuit):
                              "(inversion needs a hidden layer)")
         self._bind(network, ("k_i", "tau_u", "tau_delta"), alpha=alpha, k_i=k_i, k_p=k_p,
                    tau_u=tau_u, tau_delta=tau_delta)
-        net = self.network
         self.alpha_tilde = effective_leak(self.alpha, self.k_i, self.k_p)
-        self.forward = fwd = net.forward(x)
         if (target is None) == (output_error is None):
             raise ValueError("target, output_error: received "
                              f"{'both' if target is not None else 'neither'}, expected exactly "
                              "one (a target gives δ_L = φ_L'(a_L) ⊙ (target − r_L))")
-        name = "target" if target is not None else "output_error"
-        given = net.output_like(target if target is not None else output_error, name)
-        if given.shape[1] != fwd.r[0].shape[1]:
-            raise ValueError(f"{name}: received {given.shape[1]} examples, expected B = "
-                             f"{fwd.r[0].shape[1]} like x")
-        self.delta_L = fwd.dphi[-1] * (given - fwd.r[-1]) if target is not None else given
-        self.batch = fwd.r[0].shape[1]
+        self.from_target = target is not None
+        self._prepare_drive(x, target if self.from_target else output_error,
+                            "target" if self.from_target else "output_error")
+
+    def _forward_pass(self) -> None:
+        self.forward = fwd = self.network.forward(self.x, prepared=True)
+        self.delta_L = (fwd.dphi[-1] * (self.given - fwd.r[-1]) if self.from_target
+                        else self.given)
 
     def _feedback(self, feedback, shapes: list[tuple[int, int]], default: list[torch.Tensor],
                   seed: int) -> list[torch.Tensor]:
@@ -91,9 +103,7 @@ class _InversionCircuit(Circuit):
                                  f"{list(FEEDBACK)} or a list of tensors")
             if feedback == "transpose":
                 return default
-            g = torch.Generator().manual_seed(seed)
-            return [(torch.randn(self.S, n, m, generator=g, dtype=torch.float64) / m ** 0.5)
-                    .to(device=net.device, dtype=net.dtype) for n, m in shapes]
+            return random_feedback(shapes, self.S, seed, net.dtype, net.device)
         if not isinstance(feedback, (list, tuple)) or len(feedback) != len(shapes):
             raise ValueError(f"feedback: received {type(feedback).__name__}, expected "
                              f"{list(FEEDBACK)} or a list of {len(shapes)} tensors")
@@ -121,8 +131,10 @@ class _InversionCircuit(Circuit):
 
     def credits(self, y: State) -> list[torch.Tensor]:
         """``[credit_1, ..., credit_L]`` from a state (or a recorded trajectory)."""
-        obs = self.observe(y)
-        return [obs[f"credit_{l}"] for l in range(1, self.network.L + 1)]
+        fwd, L = self.forward, self.network.L
+        lead = y["delta_1"].shape[:-3]
+        return ([fwd.dphi[l - 1] * y[f"delta_{l}"] for l in range(1, L)]
+                + [self.delta_L.expand(*lead, *self.delta_L.shape)])
 
     def initial_state(self) -> State:
         net = self.network
@@ -164,6 +176,7 @@ class DynamicInversion(_InversionCircuit):
         super().__init__(network, x, target, output_error, alpha, k_i, k_p, tau_u, tau_delta)
         net = self.network
         shapes = [(net.widths[l - 1], net.widths[l]) for l in range(2, net.L + 1)]
+        self.transposed = isinstance(feedback, str) and feedback == "transpose" and not stabilise
         self.feedback = self._feedback(
             feedback, shapes, [-net.weights[l - 1].transpose(-1, -2) for l in range(2, net.L + 1)],
             feedback_seed)
@@ -171,13 +184,23 @@ class DynamicInversion(_InversionCircuit):
             from .stability import stabilise_feedback
             self.feedback = [stabilise_feedback(self.loop_matrix, l, B, margin=stability_margin)
                              for l, B in zip(range(2, net.L + 1), self.feedback)]
-        self._Wt = {l: compact(net.weights[l - 1]).transpose(-1, -2).contiguous()
-                    for l in range(2, net.L + 1)}
-        self._Bt = {l: compact(B).transpose(-1, -2).contiguous()
-                    for l, B in zip(range(2, net.L + 1), self.feedback)}
+        self._derive(True)
         self.populations = (
             [Population(f"u_{l}", Role.CONTROLLER, net.widths[l], l) for l in range(2, net.L + 1)]
             + [Population(f"delta_{l}", Role.ERROR, net.widths[l], l) for l in range(1, net.L)])
+
+    def _derive(self, compact_weights: bool) -> None:
+        net = self.network
+        self._forward_pass()
+        share = compact if compact_weights else (lambda w: w)
+        if self.transposed:                   # B_ℓ = −W_ℓᵀ follows the weights
+            self.feedback = [-net.weights[l - 1].transpose(-1, -2) for l in range(2, net.L + 1)]
+            self._Bt = {l: -share(net.weights[l - 1]) for l in range(2, net.L + 1)}
+        elif compact_weights:
+            self._Bt = {l: compact(B).transpose(-1, -2).contiguous()
+                        for l, B in zip(range(2, net.L + 1), self.feedback)}
+        self._Wt = {l: _transposed(share(net.weights[l - 1]), compact_weights)
+                    for l in range(2, net.L + 1)}
 
     def vector_field(self, t: float, y: State) -> State:
         out = {}
@@ -255,18 +278,30 @@ class SingleLoopDynamicInversion(_InversionCircuit):
             raise ValueError(f"carry: received {carry!r}, expected 'linear' or 'activation'")
         self.carry_name = carry
         self.carry = (lambda d: d) if carry == "linear" else net.hidden_activation.phi
+        self.transposed = isinstance(feedback, str) and feedback == "transpose"
+        shapes = [(net.widths[1], net.widths[-1])]
+        given = [feedback] if isinstance(feedback, torch.Tensor) else feedback
+        if not self.transposed:
+            self.feedback = self._feedback(given, shapes, [], feedback_seed)[0]
+        self._derive(True)
+        self.populations = ([Population("z", Role.CONTROLLER, net.widths[-1], net.L)]
+                            + [Population(f"delta_{l}", Role.ERROR, net.widths[l], l)
+                               for l in range(1, net.L)])
+
+    def _derive(self, compact_weights: bool) -> None:
+        net = self.network
+        self._forward_pass()
         P = net.weights[1]
         for W in net.weights[2:]:
             P = W @ P
         self.path = P                                    # W_L ⋯ W_2, [S, n_L, n_1]
-        given = [feedback] if isinstance(feedback, torch.Tensor) else feedback
-        self.feedback = self._feedback(given, [(net.widths[1], net.widths[-1])],
-                                       [-P.transpose(-1, -2)], feedback_seed)[0]
-        self._Bt = compact(self.feedback).transpose(-1, -2).contiguous()
-        self._Wt = [compact(W).transpose(-1, -2).contiguous() for W in net.weights]
-        self.populations = ([Population("z", Role.CONTROLLER, net.widths[-1], net.L)]
-                            + [Population(f"delta_{l}", Role.ERROR, net.widths[l], l)
-                               for l in range(1, net.L)])
+        share = compact if compact_weights else (lambda w: w)
+        if self.transposed:
+            self.feedback = -P.transpose(-1, -2)
+            self._Bt = -share(P)
+        elif compact_weights:
+            self._Bt = compact(self.feedback).transpose(-1, -2).contiguous()
+        self._Wt = [_transposed(share(W), compact_weights) for W in net.weights]
 
     def _mismatch(self, y: State) -> torch.Tensor:
         L = self.network.L

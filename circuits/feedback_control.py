@@ -25,8 +25,10 @@ from typing import Sequence
 
 import torch
 
-from .circuit import Circuit, State
+from .circuit import CreditCircuit, State
+from .dynamic_inversion import _transposed
 from .network import ForwardNetwork, affine, compact
+from .feedback import random_feedback
 from .parameters import Population, Role, given_matrices, positive_float
 
 TARGETS = ("weak", "strong")
@@ -34,7 +36,7 @@ LEAKS = ("integral", "total")
 FEEDBACK = ("jacobian", "random")
 
 
-class DeepFeedbackControl(Circuit):
+class DeepFeedbackControl(CreditCircuit):
     """DFC on one batch of examples.
 
     Args:
@@ -68,37 +70,55 @@ class DeepFeedbackControl(Circuit):
         self._bind(network, ("k_i", "tau_v", "tau_u"), alpha=alpha, k_i=k_i, k_p=k_p,
                    tau_v=tau_v, tau_u=tau_u)
         net, S, dt, dev = self.network, self.S, self.network.dtype, self.network.device
-        self.forward = fwd = net.forward(x)
-        self.x = fwd.r[0]
-        y = net.output_like(target)
-        if y.shape[1] != self.x.shape[1]:
-            raise ValueError(f"target: received {y.shape[1]} examples, expected B = "
-                             f"{self.x.shape[1]} like x")
-        r_ff = fwd.r[-1]
-        self.r_star = r_ff + nudge * (y - r_ff) if target_mode == "weak" else y
-        self.delta_L = self.r_star - r_ff
-        self.batch = self.x.shape[1]
-        # J_ℓ = ∂r_L/∂v_ℓ = φ_L'(a_L) ⊙ ∂a_L/∂a_ℓ: [S, B, n_L, n_ℓ]
-        self.jacobians = [fwd.dphi[-1][..., :, None] * J for J in net.output_jacobians(fwd)]
+        self.nudge = nudge
+        self._prepare_drive(x, target)
         shapes = [(n, net.widths[-1]) for n in net.widths[1:]]
+        self.feedback_scale = feedback_scale
+        self.jacobian_feedback = isinstance(feedback, str) and feedback == "jacobian"
         if isinstance(feedback, str):
             if feedback not in FEEDBACK:
                 raise ValueError(f"feedback: received {feedback!r}, expected one of "
                                  f"{list(FEEDBACK)} or a list of tensors")
-            if feedback == "jacobian":
-                Q = [J.mean(1).transpose(-1, -2) for J in self.jacobians]
-            else:
-                g = torch.Generator().manual_seed(feedback_seed)
-                Q = [(torch.randn(S, n, m, generator=g, dtype=torch.float64) / m ** 0.5)
-                     .to(device=dev, dtype=dt) for n, m in shapes]
+            if feedback == "random":
+                self.feedback = [feedback_scale * q for q in
+                                 random_feedback(shapes, S, feedback_seed, dt, dev)]
         else:
-            Q = given_matrices("feedback", feedback, shapes, S, dt, dev, str(list(FEEDBACK)))
-        self.feedback = [feedback_scale * q for q in Q]
-        self._Qt = [compact(q).transpose(-1, -2).contiguous() for q in self.feedback]
-        self._Wt = [compact(W).transpose(-1, -2).contiguous() for W in net.weights]
+            self.feedback = [feedback_scale * q for q in given_matrices(
+                "feedback", feedback, shapes, S, dt, dev, str(list(FEEDBACK)))]
+        self._derive(True)
+        if self.jacobian_feedback:
+            self.refresh_feedback()
         self.populations = ([Population(f"v_{l}", Role.FORWARD, n, l)
                              for l, n in enumerate(net.widths[1:], start=1)]
                             + [Population("u", Role.CONTROLLER, net.widths[-1], net.L)])
+
+    def _derive(self, compact_weights: bool) -> None:
+        net = self.network
+        self.forward = fwd = net.forward(self.x, prepared=True)
+        r_ff = fwd.r[-1]
+        self.r_star = (r_ff + self.nudge * (self.given - r_ff) if self.target_mode == "weak"
+                       else self.given)
+        self.delta_L = self.r_star - r_ff
+        share = compact if compact_weights else (lambda w: w)
+        self._Wt = [_transposed(share(W), compact_weights) for W in net.weights]
+        if compact_weights and not self.jacobian_feedback:
+            self._Qt = [compact(q).transpose(-1, -2).contiguous() for q in self.feedback]
+
+    @property
+    def jacobians(self) -> list[torch.Tensor]:
+        """``J_ℓ = ∂r_L/∂v_ℓ = φ_L'(a_L) ⊙ ∂a_L/∂a_ℓ`` at the feed-forward pass, ``[S, B, n_L, n_ℓ]``."""
+        fwd = self.forward
+        return [fwd.dphi[-1][..., :, None] * J for J in self.network.output_jacobians(fwd)]
+
+    def refresh_feedback(self) -> None:
+        """``feedback="jacobian"``: set ``Q = Jᵀ`` (batch mean) at the current weights and
+        input. A learning circuit calls this once per presentation (the feedback pathway is
+        held while one example is shown; recomputing the Jacobians every step would cost more
+        than the step itself); other feedback rules are fixed."""
+        if self.jacobian_feedback:
+            self.feedback = [self.feedback_scale * J.mean(1).transpose(-1, -2)
+                             for J in self.jacobians]
+            self._Qt = [q.transpose(-1, -2) for q in self.feedback]
 
     @property
     def alpha_tilde(self) -> torch.Tensor:
@@ -154,8 +174,11 @@ class DeepFeedbackControl(Circuit):
         return obs
 
     def credits(self, y: State) -> list[torch.Tensor]:
-        obs = self.observe(y)
-        return [obs[f"credit_{l}"] for l in range(1, self.network.L + 1)]
+        """The feedback each layer receives, ``Q_ℓ u`` with ``u = u_int + k_p e``."""
+        r = y[f"v_{self.network.L}"]
+        e = self.r_star - self.network.activation(self.network.L).phi(r)
+        u = y["u"] + self.k_p * e
+        return [u @ Qt for Qt in self._Qt]
 
     def steady_state(self) -> State:
         """Linearised closed form keyed like the state: ``v_ℓ* = a_ℓ^ff + Δv_ℓ``, ``u*`` the

@@ -196,14 +196,17 @@ class LocalDecoders(Circuit):
             + [Population(f"b_{l}", Role.WEIGHT, widths[l], l) for l in range(1, L + 1)]
             + [Population(f"D_{l}", Role.WEIGHT, widths[l], l) for l in range(1, L)])
 
-    def present(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def present(self, x: torch.Tensor, y: torch.Tensor, state: State | None = None, *,
+                check: bool = True) -> None:
         """Change the batch the losses are computed on (B must stay the same), for
-        :class:`solvers.Drive`: training on a stream of minibatches in one integration."""
-        x, y = self.network.input(x, "x"), self.network.output_like(y, "y")
+        :func:`solvers.train`: training on a stream of minibatches in one integration.
+        ``check=False`` checks shapes only (no host synchronisation)."""
+        x = self.network.input(x, "x", check_finite=check)
+        y = self.network.output_like(y, "y", check_finite=check)
         if x.shape[1] != self.batch or y.shape[1] != self.batch:
             raise ValueError(f"x, y: received {x.shape[1]} and {y.shape[1]} examples, expected "
                              f"B = {self.batch} (the batch size fixed at construction)")
-        if self.output_loss == "bce" and ((y < 0) | (y > 1)).any():
+        if check and self.output_loss == "bce" and ((y < 0) | (y > 1)).any():
             raise ValueError("y: received values outside [0, 1], expected targets in [0, 1] for "
                              "output_loss='bce'")
         self.x, self.y = x, y

@@ -176,9 +176,16 @@ class ForwardNetwork:
         net.replicas = net.weights[0].shape[0]
         return net
 
-    def input(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
-        """``x`` as ``[S, B, n_0]`` (a ``[B, n_0]`` input is shared by every replica)."""
-        check_finite_tensor(name, x, dims=(2, 3))
+    def input(self, x: torch.Tensor, name: str = "x", *, check_finite: bool = True
+              ) -> torch.Tensor:
+        """``x`` as ``[S, B, n_0]`` (a ``[B, n_0]`` input is shared by every replica).
+        ``check_finite=False`` checks shapes only: no host synchronisation (for a drive that
+        presents data validated once, inside a chunk of steps)."""
+        if check_finite:
+            check_finite_tensor(name, x, dims=(2, 3))
+        elif not isinstance(x, torch.Tensor) or x.dim() not in (2, 3):
+            raise ValueError(f"{name}: received {getattr(x, 'shape', type(x).__name__)}, "
+                             "expected a tensor [B, n] or [S, B, n]")
         if x.shape[-1] != self.widths[0]:
             raise ValueError(f"{name}: received shape {tuple(x.shape)}, expected [B, {self.widths[0]}]"
                              f" or [S, B, {self.widths[0]}] (n_0 = {self.widths[0]})")
@@ -188,17 +195,24 @@ class ForwardNetwork:
         x = x.to(device=self.device, dtype=self.dtype)
         return (x if x.dim() == 3 else x[None]).expand(self.replicas, -1, -1)
 
-    def output_like(self, y: torch.Tensor, name: str = "target") -> torch.Tensor:
+    def output_like(self, y: torch.Tensor, name: str = "target", *, check_finite: bool = True
+                    ) -> torch.Tensor:
         """A target/error ``[B, n_L]`` or ``[S, B, n_L]`` as ``[S, B, n_L]``."""
-        check_finite_tensor(name, y, dims=(2, 3))
+        if check_finite:
+            check_finite_tensor(name, y, dims=(2, 3))
+        elif not isinstance(y, torch.Tensor) or y.dim() not in (2, 3):
+            raise ValueError(f"{name}: received {getattr(y, 'shape', type(y).__name__)}, "
+                             "expected a tensor [B, n] or [S, B, n]")
         if y.shape[-1] != self.widths[-1]:
             raise ValueError(f"{name}: received shape {tuple(y.shape)}, expected last dimension "
                              f"n_L = {self.widths[-1]}")
         y = y.to(device=self.device, dtype=self.dtype)
         return (y if y.dim() == 3 else y[None]).expand(self.replicas, -1, -1)
 
-    def forward(self, x: torch.Tensor) -> Forward:
-        r = [self.input(x)]
+    def forward(self, x: torch.Tensor, *, prepared: bool = False) -> Forward:
+        """The forward pass on ``x``; ``prepared=True`` takes ``x`` as it is (already
+        ``[S, B, n_0]`` from :meth:`input`: no checks, no host synchronisation)."""
+        r = [x if prepared else self.input(x)]
         a, dphi = [], []
         for l in range(1, self.L + 1):
             W = self.weights[l - 1]

@@ -44,7 +44,8 @@ from . import credit as credits_
 from .circuit import Circuit, State
 from .dynamic_inversion import DynamicInversion
 from .network import ForwardNetwork
-from .parameters import Population, Role, as_replica_parameter, positive_float
+from .feedback import random_feedback
+from .parameters import Population, Role, positive_float
 
 Update = list[tuple[torch.Tensor, torch.Tensor | None]]
 GATES = ("settled", "always")
@@ -60,7 +61,9 @@ def outer_updates(credits: Sequence[torch.Tensor], rates: Sequence[torch.Tensor]
 
 
 class Family(ABC):
-    """How a credit circuit is built on ``(network, x, target)`` and the weight change
+    """How a credit circuit is built on ``(network, x, target)`` — once, validated — how it is
+    rebound to the weights of the current state and the presented example on every evaluation
+    (:meth:`bind`: no validation, no host synchronisation), and the weight change
     ``[(ΔW_ℓ, Δb_ℓ)]`` (ℓ = 1..L, batch-averaged, an ascent direction) its state implies."""
 
     #: whether the circuit has populations of its own that settle (else the gate stays open)
@@ -70,9 +73,18 @@ class Family(ABC):
     def build(self, network: ForwardNetwork, x: torch.Tensor, target: torch.Tensor) -> Any:
         ...
 
-    def present(self) -> None:
-        """Called when a new example is presented (families that hold something per example,
-        such as feedback learned for it, reset it here)."""
+    def bind(self, circuit: Any, network: ForwardNetwork, x: torch.Tensor,
+             target: torch.Tensor) -> Any:
+        """``circuit`` (built by :meth:`build`) on the weights of ``network`` and the prepared
+        drive ``x [S, B, n_0]``, ``target [S, B, n_L]``."""
+        return circuit.rebind(network, x, target)
+
+    def present(self, circuit: Any) -> None:
+        """A new example is shown to ``circuit`` (already bound to the weights at the jump):
+        refresh what is held for one presentation (feedback pathways)."""
+        refresh = getattr(circuit, "refresh_feedback", None)
+        if refresh is not None:
+            refresh()
 
     @abstractmethod
     def updates(self, circuit: Any, y: State) -> Update:
@@ -86,8 +98,11 @@ class _Instant:
 
     def __init__(self, network: ForwardNetwork, x: torch.Tensor, target: torch.Tensor):
         self.network = network
-        self.forward = network.forward(x)
-        self.delta_L = self.forward.dphi[-1] * (network.output_like(target) - self.forward.r[-1])
+        self.forward = network.forward(x, prepared=True)
+        self.delta_L = self.forward.dphi[-1] * (target - self.forward.r[-1])
+
+    def rebind(self, network, x, target) -> "_Instant":
+        return _Instant(network, x, target)
 
     def initial_state(self) -> State:
         return {}
@@ -118,17 +133,17 @@ class ClosedForm(Family):
 
     def _fa_feedback(self, net: ForwardNetwork) -> list[torch.Tensor]:
         if self.feedback is None:
-            g = torch.Generator().manual_seed(self.seed)
-            self.feedback = [
-                (self.scale * torch.randn(net.replicas, net.widths[l - 1], net.widths[l],
-                                          generator=g, dtype=torch.float64) / net.widths[l] ** 0.5)
-                .to(dtype=net.dtype, device=net.device) for l in range(2, net.L + 1)]
+            self.feedback = random_feedback(
+                [(net.widths[l - 1], net.widths[l]) for l in range(2, net.L + 1)],
+                net.replicas, self.seed, net.dtype, net.device, scale=self.scale)
         return self.feedback
 
     def build(self, network, x, target):
         if self.credit == "ndi":
             return DynamicInversion(network, x, target, **self.dynamics)
-        return _Instant(network, x, target)
+        if self.credit == "feedback_alignment":
+            self._fa_feedback(network)
+        return _Instant(network, network.input(x), network.output_like(target))
 
     def updates(self, circuit, y):
         net = circuit.network
@@ -150,7 +165,8 @@ class ClosedForm(Family):
 class Settling(Family):
     """A circuit class whose ``credits(y)`` settle (DI, SDI, DFC), built as
     ``circuit(network, x, target, **kwargs)``; the weights learn ``mean_B credit_ℓ r_{ℓ-1}ᵀ``
-    with the feed-forward rates ``r_{ℓ-1}``."""
+    with the feed-forward rates ``r_{ℓ-1}``. Weight-dependent feedback (``B = −Wᵀ``) follows the
+    weights at every evaluation; DFC's ``Q = Jᵀ`` is recomputed at each new example."""
 
     def __init__(self, circuit: type, **kwargs):
         if not (isinstance(circuit, type) and hasattr(circuit, "credits")):
@@ -171,15 +187,15 @@ class Settling(Family):
 
 
 class Targets(Family):
-    """Target propagation (:class:`TargetPropagation` with ``rule`` and ``kwargs``); the weights
-    learn ``weight_updates(y, form)``. ``feedback(network, x)`` returns the decoders (decoder rules)
-    or the ``Q_ℓ`` list (``ddtp_linear``/``dfa``) for the current weights and input, e.g. their
-    learning rule's fixed point; ``None`` keeps the circuit's default (for ``ddtp_linear`` the
-    damped Gauss-Newton Q at the feed-forward pass).
+    """Target propagation (:class:`TargetPropagation` with ``rule`` and ``kwargs``, e.g.
+    ``beta``, ``anchor``); the weights learn ``weight_updates(y, form)``. ``feedback(network, x)``
+    returns the decoders (decoder rules) or the ``Q_ℓ`` list (``ddtp_linear``/``dfa``) for the
+    current weights and input, e.g. their learning rule's fixed point; ``None`` keeps the
+    circuit's default (for ``ddtp_linear`` the damped Gauss-Newton Q at the feed-forward pass).
 
-    The feedback is computed on the first evaluation of each presentation and held for the rest
-    of it (feedback pathways learn between examples, not within one; recomputing a batched
-    pseudo-inverse on every step would also cost ~10× the step itself)."""
+    The feedback is computed when an example is presented and held while it is shown (feedback
+    pathways learn between examples, not within one; recomputing a batched pseudo-inverse on
+    every step would also cost ~10× the step itself)."""
 
     def __init__(self, rule: str, *, form: str = "dtp1",
                  feedback: Callable[[ForwardNetwork, torch.Tensor], Any] | None = None, **kwargs):
@@ -193,22 +209,19 @@ class Targets(Family):
                              "weights state itself)")
         self.rule, self.form, self.feedback, self.kwargs = rule, form, feedback, kwargs
         self.key = "feedback" if rule in ("ddtp_linear", "dfa") else "decoders"
-        self.held: Any = None
-
-    def present(self) -> None:
-        self.held = None
 
     def build(self, network, x, target):
         from .target_propagation import TargetPropagation
         kwargs = dict(self.kwargs)
-        if self.held is None and self.feedback is not None:
-            self.held = self.feedback(network, x)
-        if self.held is not None:
-            kwargs[self.key] = self.held
-        circuit = TargetPropagation(network, x, target, rule=self.rule, **kwargs)
-        if self.held is None:
-            self.held = getattr(circuit, self.key)
-        return circuit
+        if self.feedback is not None:
+            kwargs[self.key] = self.feedback(network, x)
+        return TargetPropagation(network, x, target, rule=self.rule, **kwargs)
+
+    def present(self, circuit):
+        if self.feedback is not None:
+            setattr(circuit, self.key, self.feedback(circuit.network, circuit.x))
+        else:
+            circuit.refresh_feedback()
 
     def updates(self, circuit, y):
         return circuit.weight_updates(y, self.form)
@@ -229,6 +242,12 @@ class Plastic(Circuit):
         eta: learning rate η per unit time (a number or S numbers).
         gate: ``"settled"`` (the settle gate with rate threshold ``theta``) or ``"always"``.
 
+    The family's circuit is built (and validated) once, here. An evaluation rebinds it to the
+    weights of the state and the presented example (:meth:`Family.bind`: the forward pass and
+    weight-dependent feedback, nothing else), steps its populations and applies the gated
+    weight change; :meth:`present` prepares the example once and refreshes what is held per
+    presentation. Nothing in an evaluation or a presentation synchronises with the host.
+
     State: the family circuit's populations, ``W_ℓ`` ``[S, n_ℓ, n_{ℓ-1}]`` and ``b_ℓ``
     ``[S, 1, n_ℓ]``. :meth:`observe` adds ``gate`` ``[S, 1, 1]``.
     """
@@ -244,10 +263,10 @@ class Plastic(Circuit):
         self.theta = positive_float("theta", theta)
         probe = family.build(network, x, target)
         self._bind(probe.network, eta=eta)
-        self.template = self.network            # widths, activations, dtype of every rebuild
+        self.template = self.network            # widths, activations, dtype of every rebind
         if self.S != probe.network.replicas:    # eta has more replicas than the family
             probe = family.build(self.network, x, target)
-        self._probe = probe
+        self.circuit = probe                    # built and validated once
         self.fast = [p.name for p in probe.populations] if family.settles else []
         net = self.network
         self.biased = net.biases is not None
@@ -256,16 +275,32 @@ class Plastic(Circuit):
         if self.biased:
             self.populations += [Population(f"b_{l}", Role.WEIGHT, n, l)
                                  for l, n in enumerate(net.widths[1:], 1)]
-        self.present(x, target)
-
-    def present(self, x: torch.Tensor, target: torch.Tensor) -> None:
-        """Show a new example (batch): what the next evaluations are driven by."""
-        self.family.present()
         self.x = self.template.input(x)
         self.target = self.template.output_like(target)
+        self._check_batch()
+        self._held = self.circuit
+
+    def _check_batch(self) -> None:
         if self.target.shape[1] != self.x.shape[1]:
             raise ValueError(f"target: received {self.target.shape[1]} examples, expected "
                              f"B = {self.x.shape[1]} like x")
+
+    def present(self, x: torch.Tensor, target: torch.Tensor, y: State | None = None, *,
+                check: bool = True) -> None:
+        """Show a new example (batch): what the next evaluations are driven by.
+        ``check=False`` checks shapes only (no host synchronisation: a drive checks its data
+        once). ``y``: the state at the jump, whose weights the held feedback is computed for
+        (default: the weights the circuit was built with)."""
+        if target is None:
+            raise ValueError("target: received None, expected a target [B, n_L] (a Plastic "
+                             "circuit learns from its credit circuit's output error)")
+        self.x = self.template.input(x, check_finite=check)
+        self.target = self.template.output_like(target, check_finite=check)
+        self._check_batch()
+        net = self.network if y is None else self.network_of(y)
+        held = self.family.bind(self.circuit, net, self.x, self.target)
+        self.family.present(held)
+        self._held = held
 
     def network_of(self, y: State) -> ForwardNetwork:
         """The forward network with the weights of state ``y`` (a final state ``[S, ...]``)."""
@@ -275,27 +310,32 @@ class Plastic(Circuit):
 
     def initial_state(self) -> State:
         """The family circuit's initial state on the first example, and the initial weights."""
-        y = {k: v for k, v in self._probe.initial_state().items() if k in self.fast}
+        y = {k: v for k, v in self.circuit.initial_state().items() if k in self.fast}
         net = self.network
         y.update({f"W_{l}": W.clone() for l, W in enumerate(net.weights, 1)})
         if self.biased:
             y.update({f"b_{l}": b.clone() for l, b in enumerate(net.biases, 1)})
         return y
 
-    def _gate(self, y_fast: State, dy_fast: State) -> torch.Tensor:
-        ref = next(iter(self.network.weights))
+    def _gate(self, y_fast: State, dy_fast: State) -> torch.Tensor | None:
+        """The settle gate ``[S, 1, 1]``, or None where it is always open."""
         if self.gate_kind == "always" or not self.family.settles or not self.fast:
-            return torch.ones(self.S, 1, 1, dtype=ref.dtype, device=ref.device)
+            return None
         sq = lambda d: sum(v.reshape(self.S, -1).pow(2).sum(-1) for v in d.values())  # noqa: E731
-        tiny = torch.finfo(ref.dtype).tiny ** 0.5
+        tiny = torch.finfo(self.template.dtype).tiny ** 0.5
         rho = sq(dy_fast).sqrt() / (sq(y_fast).sqrt() + tiny)
         return torch.exp(-(rho / self.theta) ** 2).view(self.S, 1, 1)
 
+    def bound(self, y: State) -> Any:
+        """The family's circuit on the weights of ``y`` and the presented example."""
+        return self.family.bind(self._held, self.network_of(y), self.x, self.target)
+
     def vector_field(self, t: float, y: State) -> State:
-        circuit = self.family.build(self.network_of(y), self.x, self.target)
+        circuit = self.bound(y)
         fast = {k: y[k] for k in self.fast}
         out = dict(circuit.vector_field(t, fast)) if fast else {}
-        rate = self.eta * self._gate(fast, out)
+        gate = self._gate(fast, out)
+        rate = self.eta if gate is None else self.eta * gate
         for l, (dW, db) in enumerate(self.family.updates(circuit, fast), 1):
             out[f"W_{l}"] = rate * dW
             if self.biased:
@@ -303,9 +343,9 @@ class Plastic(Circuit):
         return out
 
     def leak(self, y: State) -> dict[str, torch.Tensor]:
-        if not self.fast or not hasattr(self._probe, "leak"):
+        if not self.fast or not hasattr(self.circuit, "leak"):
             return {}
-        return {k: v for k, v in self._probe.leak({}).items() if k in self.fast}
+        return {k: v for k, v in self.circuit.leak({}).items() if k in self.fast}
 
     def observe(self, y: State) -> State:
         obs = dict(y)
@@ -314,8 +354,7 @@ class Plastic(Circuit):
             lead = next(iter(fast.values())).shape[:-3]
             if lead:                                        # a trajectory: gate per time
                 return obs
-            circuit = self.family.build(self.network_of(y), self.x, self.target)
-            obs["gate"] = self._gate(fast, circuit.vector_field(0.0, fast))
+            obs["gate"] = self._gate(fast, self.bound(y).vector_field(0.0, fast))
         return obs
 
 

@@ -121,12 +121,15 @@ class PredictiveCoding(Circuit):
 
     # -- the drive ---------------------------------------------------------------------------
 
-    def present(self, x: torch.Tensor | None = None, target: torch.Tensor | None = None) -> None:
+    def present(self, x: torch.Tensor | None = None, target: torch.Tensor | None = None,
+                y: State | None = None, *, check: bool = True) -> None:
         """Change what the circuit sees between solves: a new input ``x`` (None keeps the
-        current one) and the teacher (``target``; None removes it and frees the output)."""
+        current one) and the teacher (``target``; None removes it and frees the output).
+        ``check=False`` checks shapes only (no host synchronisation: for a drive inside a
+        chunk of steps); ``y`` (the state at the jump) is not needed here."""
         net = self.network
         if x is not None:
-            x = net.input(x)
+            x = net.input(x, check_finite=check)
             if x.shape[1] != self.batch:
                 raise ValueError(f"x: received {x.shape[1]} examples, expected B = "
                                  f"{self.batch} (the batch size is part of the state's shape)")
@@ -139,7 +142,7 @@ class PredictiveCoding(Circuit):
                                       device=net.device)
             self.teacher = torch.zeros((), dtype=net.dtype, device=net.device)
         else:
-            self.target = net.output_like(target)
+            self.target = net.output_like(target, check_finite=check)
             if self.target.shape[1] != self.batch:
                 raise ValueError(f"target: received {self.target.shape[1]} examples, expected "
                                  f"B = {self.batch} like x")

@@ -30,6 +30,7 @@ of a tiny target change is formed) or the local-loss step. The online rule is re
 """
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Sequence
 
@@ -37,8 +38,9 @@ import torch
 
 from . import credit
 from .activations import Activation
-from .circuit import Circuit, State
+from .circuit import CreditCircuit, State
 from .network import ForwardNetwork
+from .feedback import random_feedback
 from .parameters import Population, Role, describe, given_matrices, positive_float
 
 RULES = ("iterated_output", "iterated_input", "dtp", "tp", "ddtp_linear", "dfa")
@@ -102,7 +104,7 @@ def inverse_decoders(network: ForwardNetwork, perturbation: float = 0.0, seed: i
     return out
 
 
-class TargetPropagation(Circuit):
+class TargetPropagation(CreditCircuit):
     """Targets settling by one of :data:`RULES` on one batch (see the module docstring).
 
     Args:
@@ -121,6 +123,13 @@ class TargetPropagation(Circuit):
             :meth:`weight_updates` ``form="local_loss"``).
         online_eta: the online rule's rate η: a small β keeps the targets differential (an exact
             inverse of a saturating layer exists only for small nudges) while η β sets the step.
+        anchor: λ ≥ 0, hidden targets also leak towards the forward pass, ``dτ_ℓ/dt +=
+            −λ (τ_ℓ − h_ℓ)`` (ℓ < L). In training as one integration the targets run on from one
+            example to the next instead of restarting at ``h_ℓ``, and the iterated inverse's fixed
+            points are not unique (``τ_1 ↦ g_2(f_2(τ_1))`` has rank n_L: every ``τ_1`` on a manifold
+            of dimension ``n_1 − n_L`` is fixed), so without the leak the targets keep the previous
+            example's offset along it and layer 1's update decorrelates from backprop's. The leak
+            picks the fixed point nearest ``h_ℓ`` (for λ small against the correction's 1/T).
     """
 
     def __init__(self, network: ForwardNetwork, x: torch.Tensor, target: torch.Tensor, *,
@@ -128,7 +137,7 @@ class TargetPropagation(Circuit):
                  decoders: Sequence[Decoder] | None = None,
                  feedback: str | Sequence[torch.Tensor] | None = None, damping: float = 1e-3,
                  feedback_seed: int = 0, online_gamma: float | None = None,
-                 online_eta: float = 1.0, online_form: str = "dtp1"):
+                 online_eta: float = 1.0, online_form: str = "dtp1", anchor: float = 0.0):
         if rule not in RULES:
             raise ValueError(f"rule: received {rule!r}, expected one of {list(RULES)}")
         self._bind(network, ("beta", "tau", "tau_out"), beta=beta, tau=tau,
@@ -136,25 +145,12 @@ class TargetPropagation(Circuit):
         net = self.network
         self.rule, self.L = rule, net.L
         self.direct = rule in ("ddtp_linear", "dfa")
-        self.fwd = fwd = net.forward(x)
-        y = net.output_like(target)
-        if y.shape[1] != fwd.a[0].shape[1]:
-            raise ValueError(f"target: received {y.shape[1]} examples, expected B = "
-                             f"{fwd.a[0].shape[1]} like x")
-        self.h = fwd.a                                        # h_1..h_L
-        self.rates = fwd.r[:-1]                               # r_0..r_{L-1}
-        self.delta_L = fwd.dphi[-1] * (y - fwd.r[-1])         # −∂ℒ/∂h_L
-        self.output_target = self.h[-1] + self.beta * self.delta_L
-        if self.direct:
-            self.damping = damping
-            self.feedback = self._feedback(feedback, damping, feedback_seed)
-        else:
-            if decoders is None or len(decoders) != self.L - 1 or not all(
-                    isinstance(g, Decoder) for g in decoders):
-                raise ValueError(f"decoders: received {describe(decoders)}, expected "
-                                 f"{self.L - 1} circuits.target_propagation.Decoder objects "
-                                 f"[g_2, ..., g_L] for rule {rule!r}")
-            self.decoders = list(decoders)
+        if isinstance(anchor, bool) or not isinstance(anchor, (int, float)) \
+                or not math.isfinite(anchor) or anchor < 0:
+            raise ValueError(f"anchor: received {anchor!r}, expected a finite number ≥ 0 (the "
+                             "rate at which hidden targets leak towards the forward pass)")
+        self.anchor = float(anchor)
+        self._prepare_drive(x, target)
         self.online = online_gamma is not None
         if self.online:
             self.eta = positive_float("online_eta", online_eta)
@@ -171,13 +167,19 @@ class TargetPropagation(Circuit):
                 raise ValueError(f"online_form: received {online_form!r}, expected 'dtp1' or "
                                  "'local_loss'")
             self.online_form = online_form
-            if online_form == "dtp1":
-                sq = [(r ** 2).sum(-1, keepdim=True) + (net.biases is not None)
-                      for r in self.rates]
-            else:                                       # the local-loss gradient: n = r
-                sq = [torch.ones_like(r[..., :1]) for r in self.rates]
-            self._n = [r / s for r, s in zip(self.rates, sq)]
-            self._n_bias = [1 / s for s in sq]
+        self._derive(True)
+        if self.direct:
+            self.damping = damping
+            self.gauss_newton = feedback is None and rule == "ddtp_linear" \
+                or (isinstance(feedback, str) and feedback == "gauss_newton")
+            self.feedback = self._feedback(feedback, damping, feedback_seed)
+        else:
+            if decoders is None or len(decoders) != self.L - 1 or not all(
+                    isinstance(g, Decoder) for g in decoders):
+                raise ValueError(f"decoders: received {describe(decoders)}, expected "
+                                 f"{self.L - 1} circuits.target_propagation.Decoder objects "
+                                 f"[g_2, ..., g_L] for rule {rule!r}")
+            self.decoders = list(decoders)
         widths = net.widths
         if rule == "iterated_input":
             self.populations = [Population(f"u_{l}", Role.TARGET, widths[l], l)
@@ -193,6 +195,33 @@ class TargetPropagation(Circuit):
                 self.populations += [Population(f"b_{l}", Role.WEIGHT, widths[l], l)
                                      for l in range(1, self.L + 1)]
 
+    def _derive(self, compact_weights: bool) -> None:
+        net = self.network
+        self.fwd = fwd = net.forward(self.x, prepared=True)
+        self.h = fwd.a                                        # h_1..h_L
+        self.rates = fwd.r[:-1]                               # r_0..r_{L-1}
+        self.delta_L = fwd.dphi[-1] * (self.given - fwd.r[-1])    # −∂ℒ/∂h_L
+        self.output_target = self.h[-1] + self.beta * self.delta_L
+        if self.online:
+            if self.online_form == "dtp1":
+                sq = [(r ** 2).sum(-1, keepdim=True) + (net.biases is not None)
+                      for r in self.rates]
+            else:                                       # the local-loss gradient: n = r
+                sq = [torch.ones_like(r[..., :1]) for r in self.rates]
+            self._n = [r / s for r, s in zip(self.rates, sq)]
+            self._n_bias = [1 / s for s in sq]
+
+    def credits(self, y: State) -> list[torch.Tensor]:
+        """The target changes ``τ_ℓ − h_ℓ`` (what DTP1 and the local loss learn from)."""
+        return [t - h for t, h in zip(self.targets(y), self.h)]
+
+    def refresh_feedback(self) -> None:
+        """The default ``ddtp_linear`` feedback (damped Gauss-Newton at the feed-forward pass)
+        recomputed at the current weights and input; a learning circuit calls this once per
+        presentation. Given, random and decoder feedback are left as they are."""
+        if self.direct and self.gauss_newton:
+            self.feedback = self._feedback("gauss_newton", self.damping, 0)
+
     def _feedback(self, feedback, damping: float, seed: int) -> list[torch.Tensor]:
         net, S = self.network, self.S
         shapes = [(n, net.widths[-1]) for n in net.widths[1:-1]]
@@ -205,9 +234,7 @@ class TargetPropagation(Circuit):
             return [(J.transpose(-1, -2) @ torch.linalg.inv(J @ J.transpose(-1, -2) + eye)
                      ).mean(1) for J in Js]
         if feedback == "random":
-            g = torch.Generator().manual_seed(seed)
-            return [(torch.randn(S, n, m, generator=g, dtype=torch.float64) / m ** 0.5)
-                    .to(device=net.device, dtype=net.dtype) for n, m in shapes]
+            return random_feedback(shapes, S, seed, net.dtype, net.device)
         return given_matrices("feedback", feedback, shapes, S, net.dtype, net.device,
                               "'gauss_newton', 'random'")
 
@@ -249,6 +276,8 @@ class TargetPropagation(Circuit):
             drive = getattr(self, f"_drive_{self.rule if not self.direct else 'direct'}")
             for l in range(1, L):
                 out[f"tau_{l}"] = drive(l, tau) / T
+                if self.anchor:                 # hidden targets leak towards the forward pass
+                    out[f"tau_{l}"] = out[f"tau_{l}"] - self.anchor * (tau[l - 1] - self.h[l - 1])
         if self.online:
             rates = [self.eta * out[f"tau_{l}"] for l in range(1, L + 1)]        # η τ̇_ℓ
             for l in range(1, L + 1):

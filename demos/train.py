@@ -47,7 +47,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -59,17 +58,18 @@ import torch
 
 from circuits import (ArrivalGate, ClosedForm, DeepFeedbackControl, DynamicInversion,
                       ForwardNetwork, LocalDecoders, Plastic, PredictiveCoding, Settling,
+                      SingleLoopDynamicInversion,
                       TargetPropagation, Targets)
+from solvers import checkpoint, minibatch_order
 from solvers import train as integrate
 
 from . import datasets
 from .config import Config, Schema, Section, intra_op_threads, jsonable, load_config
-from .train_pc import minibatch_order
 
-METHODS = ("backprop", "feedback_alignment", "pseudo_backprop", "ndi", "di", "dfc", "pc",
+METHODS = ("backprop", "feedback_alignment", "pseudo_backprop", "ndi", "di", "sdi", "dfc", "pc",
            "iterated_dtp", "ddtp_linear", "local_decoders")
 LABELS = {"backprop": "BP", "feedback_alignment": "FA", "pseudo_backprop": "PBP", "ndi": "NDI",
-          "di": "DI (simulated)", "dfc": "DFC", "pc": "PC (Fa-Z-IL)",
+          "di": "DI (simulated)", "sdi": "SDI (simulated)", "dfc": "DFC", "pc": "PC (Fa-Z-IL)",
           "iterated_dtp": "DTP (iterated inverse)", "ddtp_linear": "DDTP-linear",
           "local_decoders": "local decoders"}
 TASKS = {"digits": datasets.digits, "mnist1d": datasets.mnist1d}
@@ -81,14 +81,15 @@ CIRCUIT_ARGS: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {
     "pseudo_backprop": (ClosedForm, ("credit", "feedback", "dynamics")),
     "ndi": (DynamicInversion, ("network", "x", "target", "output_error")),
     "di": (DynamicInversion, ("network", "x", "target", "output_error")),
+    "sdi": (SingleLoopDynamicInversion, ("network", "x", "target", "output_error")),
     "dfc": (DeepFeedbackControl, ("network", "x", "target")),
     "pc": (PredictiveCoding, ("network", "x", "target", "eta", "plasticity")),
     "iterated_dtp": (TargetPropagation, ("network", "x", "target", "rule", "decoders",
                                          "feedback", "online_gamma", "online_eta",
-                                         "online_form")),
+                                         "online_form", "anchor")),
     "ddtp_linear": (TargetPropagation, ("network", "x", "target", "rule", "decoders",
                                         "feedback", "online_gamma", "online_eta",
-                                        "online_form")),
+                                        "online_form", "anchor")),
     "local_decoders": (LocalDecoders, ("network", "x", "y", "eta")),
 }
 
@@ -138,7 +139,7 @@ class MethodSpec:
     output_activation: of the network (``pc`` needs ``linear``, ``local_decoders`` with
     ``bce`` ``sigmoid``).  form: the target methods' weight change (``dtp1``, ``dtp``,
     ``local_loss``).  target_leak: λ, the target methods' hidden targets leak towards the
-    forward pass at this rate (see :class:`_Anchored`).  circuit: keyword arguments of the
+    forward pass at this rate (``anchor`` of :class:`circuits.TargetPropagation`).  circuit: keyword arguments of the
     method's circuit (e.g. DI's ``alpha``, ``k_i``).  gate_args: :class:`circuits.ArrivalGate`'s
     (``pc``).  feedback: ``iterated_dtp``'s decoder learning (:class:`demos.train_tp.Feedback`)."""
 
@@ -152,6 +153,7 @@ class MethodSpec:
     output_activation: str = "linear"
     form: str = "dtp1"
     target_leak: float = 0.0
+    relinearise_every: int = 1
     circuit: dict = field(default_factory=dict)
     gate_args: dict = field(default_factory=dict)
     feedback: dict = field(default_factory=dict)
@@ -177,9 +179,11 @@ class MethodSpec:
             raise ValueError(f"{where}.form: received {self.form!r}, expected 'dtp1', 'dtp' or "
                              "'local_loss'")
         from solvers.methods import METHODS as STEPPERS
-        if self.integrator not in STEPPERS:
+        from solvers.training import TRAINING_METHODS
+        if self.integrator not in (*STEPPERS, *TRAINING_METHODS):
             raise ValueError(f"{where}.integrator: received {self.integrator!r}, expected a "
-                             f"fixed-step method, one of {sorted(STEPPERS)}")
+                             f"fixed-step method, one of "
+                             f"{sorted(STEPPERS) + list(TRAINING_METHODS)}")
         for name in ("circuit", "gate_args", "feedback"):
             if not isinstance(getattr(self, name), Mapping):
                 raise ValueError(f"{where}.{name}: received {getattr(self, name)!r}, expected "
@@ -318,43 +322,6 @@ def iterated_feedback(fb: Mapping[str, Any]) -> Callable[[ForwardNetwork, torch.
     return decoders
 
 
-class _Anchored:
-    """A :class:`TargetPropagation` whose hidden targets also leak towards the forward pass,
-    ``dτ_ℓ/dt += −λ (τ_ℓ − h_ℓ)`` (ℓ < L). Why: in one integration the targets run on from one
-    minibatch to the next instead of starting at ``h_ℓ``, and the iterated inverse's fixed points
-    are not unique (``τ_1 ↦ g_2(f_2(τ_1))`` has a rank-n_L Jacobian: every ``τ_1`` on a manifold
-    of dimension ``n_1 − n_L`` is a fixed point), so without the leak the targets keep the
-    previous minibatch's offset along that manifold and the layer-1 update is uncorrelated with
-    backprop's (cosine ≈ 0 from the second minibatch on). The leak picks the fixed point nearest
-    ``h_ℓ`` (for λ small against the correction's rate 1/T)."""
-
-    def __init__(self, inner: TargetPropagation, leak: float):
-        self.inner, self.anchor_leak = inner, leak
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def vector_field(self, t, y):
-        out = self.inner.vector_field(t, y)
-        for l in range(1, self.inner.L):
-            out[f"tau_{l}"] = out[f"tau_{l}"] - self.anchor_leak * (y[f"tau_{l}"]
-                                                                    - self.inner.h[l - 1])
-        return out
-
-
-class AnchoredTargets(Targets):
-    """:class:`circuits.Targets` building :class:`_Anchored` circuits (``leak`` = λ ≥ 0)."""
-
-    def __init__(self, rule: str, *, leak: float = 0.0, **kwargs):
-        super().__init__(rule, **kwargs)
-        _number("target_leak", leak, positive=False)
-        self.leak = float(leak)
-
-    def build(self, network, x, target):
-        inner = super().build(network, x, target)
-        return _Anchored(inner, self.leak) if self.leak > 0 else inner
-
-
 def build(cfg: Config, task, method: str) -> Setup:
     """The learning circuit of ``method`` on ``task`` with S = ``training.seeds`` replicas."""
     tr, s = Training(**cfg["training"]), spec(cfg, method)
@@ -389,14 +356,16 @@ def build(cfg: Config, task, method: str) -> Setup:
             family = ClosedForm("ndi", **kw)
         elif method == "di":
             family = Settling(DynamicInversion, **kw)
+        elif method == "sdi":
+            family = Settling(SingleLoopDynamicInversion, **kw)
         elif method == "dfc":
             family = Settling(DeepFeedbackControl, **kw)
         elif method == "iterated_dtp":
-            family = AnchoredTargets("iterated_output", form=s.form, leak=s.target_leak,
-                                     feedback=iterated_feedback(s.feedback), **kw)
+            family = Targets("iterated_output", form=s.form, anchor=s.target_leak,
+                             feedback=iterated_feedback(s.feedback), **kw)
         else:
-            family = AnchoredTargets("ddtp_linear", form=s.form, leak=s.target_leak,
-                                     feedback=None, **kw)
+            family = Targets("ddtp_linear", form=s.form, anchor=s.target_leak, feedback=None,
+                             **kw)
         circuit = Plastic(family, net, x0, t0, eta=s.eta, gate=s.gate, theta=s.theta)
 
         def predict(y, x):
@@ -423,18 +392,11 @@ def checkpoint_path(out: Path, task: str, method: str) -> Path:
     return out / "checkpoints" / f"{task}_{method}.pt"
 
 
-def save_checkpoint(path: Path, payload: Mapping[str, Any]) -> None:
-    """Write to a temporary file, then rename: never a half-written checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(dict(payload), tmp)
-    os.replace(tmp, path)
-
-
 def load_checkpoint(path: Path, cfg: Config, method: str) -> dict[str, Any] | None:
     if not path.is_file():
         return None
-    payload = torch.load(path, weights_only=False)
+    payload = checkpoint.load(path, required=("config", "k", "y", "diverged", "seconds",
+                                              "steps", "history"))
     if payload.get("config") != json.loads(json.dumps(jsonable(cfg))):
         raise ValueError(f"--resume: the checkpoint {str(path)!r} was written with a different "
                          "config; expected the same config, or run without --resume to start "
@@ -464,8 +426,8 @@ def run_method(cfg: Config, task, method: str, out: Path, *, resume: bool = Fals
     config_json = json.loads(json.dumps(jsonable(cfg)))
     clock = {"t": time.perf_counter()}
 
-    def checkpoint(k: int, y, flags) -> None:
-        save_checkpoint(path, {"config": config_json, "method": method, "k": k, "y": y,
+    def write_checkpoint(k: int, y, flags) -> None:
+        checkpoint.save(path, {"config": config_json, "method": method, "k": k, "y": y,
                                "diverged": flags, "seconds": state["seconds"],
                                "steps": state["steps"], "history": state["history"]})
 
@@ -478,7 +440,7 @@ def run_method(cfg: Config, task, method: str, out: Path, *, resume: bool = Fals
             state["history"]["epoch"].append(k / per_epoch)
             state["history"]["test_accuracy"].append(accuracy(setup, y, task).tolist())
         if k % every == 0 or k == P:
-            checkpoint(k, y, flags["f"].clone())
+            write_checkpoint(k, y, flags["f"].clone())
         if stop_after is not None and k >= stop_after and k < P:
             # like Ctrl-C: whatever was done since the last checkpoint is lost
             raise Stopped(f"stopped after {k} presentations (--stop-after {stop_after})")
@@ -496,6 +458,7 @@ def run_method(cfg: Config, task, method: str, out: Path, *, resume: bool = Fals
                            presentations=P, dt=s.dt, method=s.integrator, chunk=chunk,
                            start=state["k"], teacher_from=s.teacher_from,
                            diverged=state["diverged"], on_chunk=on_chunk,
+                           relinearise_every=s.relinearise_every,
                            progress=progress and None)
         y, diverged = result.y, result.diverged
         if progress:
@@ -608,7 +571,7 @@ def run(config: str | Path | Mapping[str, Any] | None, out: str | Path, *,
 
 def final_weights(out: str | Path, task: str, method: str) -> dict[str, torch.Tensor]:
     """The state a finished run's last checkpoint holds (for comparisons)."""
-    return torch.load(checkpoint_path(Path(out), task, method), weights_only=False)["y"]
+    return checkpoint.load(checkpoint_path(Path(out), task, method), required=("y",))["y"]
 
 
 def main(argv: list[str] | None = None) -> int:

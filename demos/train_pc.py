@@ -41,7 +41,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -57,7 +56,8 @@ import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from circuits import ArrivalGate, ForwardNetwork, PredictiveCoding  # noqa: E402
-from solvers import ADAPTIVE, Phase, Solution, get_method, present_all  # noqa: E402
+from solvers import ADAPTIVE, Phase, Solution, checkpoint, get_method, present_all  # noqa: E402
+from solvers.stream import minibatch_order  # noqa: E402,F401  (re-exported for older scripts)
 
 from . import tasks  # noqa: E402
 from .config import (Config, Schema, Section, intra_op_threads, jsonable, load_config,  # noqa: E402
@@ -176,16 +176,6 @@ class Setup:
     @property
     def per_epoch(self) -> int:
         return self.task.x_train.shape[0] // self.training.batch
-
-
-def minibatch_order(n: int, batch: int, epochs: int, seed: int) -> torch.Tensor:
-    """``[epochs · ⌊n/B⌋, B]`` indices: each epoch a fresh permutation of ``0..n-1`` cut into
-    minibatches (the remainder dropped). A pure function of its arguments, so a resumed run
-    finds the rest of the order from its position alone."""
-    g = torch.Generator().manual_seed(seed)
-    per_epoch = n // batch
-    return torch.cat([torch.randperm(n, generator=g)[:per_epoch * batch].view(per_epoch, batch)
-                      for _ in range(epochs)])
 
 
 def phases(config: Config, layers: int) -> tuple[Phase, Phase]:
@@ -355,14 +345,6 @@ def phase_trace(obs: State, sol: Solution, layers: int) -> dict[str, list]:
 
 # -- checkpoints ------------------------------------------------------------------------------
 
-def save_checkpoint(path: Path, payload: Mapping[str, Any]) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename: an interruption never
-    leaves a half-written checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(dict(payload), tmp)
-    os.replace(tmp, path)
-
-
 def config_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     """Keys (``section.key`` or top-level) whose values differ between two JSON-able configs."""
     out = []
@@ -377,7 +359,7 @@ def config_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
 
 def load_checkpoint(path: Path, config: Config) -> dict[str, Any]:
     """The checkpoint at ``path``, checked to come from the same config."""
-    payload = torch.load(path, weights_only=True)
+    payload = checkpoint.load(path, required=("config",))
     differ = config_differences(payload["config"], jsonable(config))
     if differ:
         raise ValueError(f"--resume: the checkpoint {str(path)!r} was written with a different "
@@ -476,7 +458,7 @@ def train(setup: Setup, current: TrainingRun, config: Config, out: Path, stop: i
                             backprop=f"{log['backprop'][-1]:.3f}")
         current.seconds = seconds_before + time.perf_counter() - started
         if current.presentation % tr.checkpoint_every == 0 or current.presentation in (stop, total):
-            save_checkpoint(out / CHECKPOINT, checkpoint_payload(config, current))
+            checkpoint.save(out / CHECKPOINT, checkpoint_payload(config, current))
         bar.update(1)
 
     def present_span(start: int, end: int, every: int, trace: bool) -> None:

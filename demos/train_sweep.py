@@ -41,7 +41,7 @@ from solvers import train  # noqa: E402
 
 from . import tasks  # noqa: E402
 from .config import dataclass_config, intra_op_threads, jsonable, read_yaml, run_cli  # noqa: E402
-from .train_pc import minibatch_order  # noqa: E402
+from solvers import minibatch_order  # noqa: E402
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "train_sweep.yaml"
 CIRCUITS = {"di": DynamicInversion, "sdi": SingleLoopDynamicInversion, "dfc": DeepFeedbackControl}
@@ -152,9 +152,12 @@ def learn(circuit: Plastic, task: tasks.Task, order: torch.Tensor, cfg: Config
 
 def run(config: Any, out: str | Path) -> dict[str, Any]:
     cfg = load(config)
-    out = Path(out)
+    with intra_op_threads(cfg.threads):       # a context manager: a bare call set nothing
+        return _run(cfg, Path(out))
+
+
+def _run(cfg: Config, out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
-    intra_op_threads(cfg.threads)
     task = tasks.teacher_regression(cfg.n_train, cfg.n_test, widths=list(cfg.widths),
                                     activation=cfg.activation, seed=cfg.seed)
     net = ForwardNetwork(list(cfg.widths), cfg.activation, scale=cfg.init_scale,

@@ -53,7 +53,7 @@ from solvers.solve import Status
 
 from . import tasks
 from .config import Schema, Section, intra_op_threads, jsonable, load_config, read_yaml
-from .train_pc import minibatch_order
+from solvers import minibatch_order
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "train_tp.yaml"
 METHODS = ("iterated_dtp", "ddtp_linear", "dfa", "backprop")

@@ -6,7 +6,9 @@ from .methods import ADAPTIVE, METHODS, Tableau, get_method, phi1, rk_step
 from .presentations import Phase, present, present_all
 from .solve import Solution, Status, solve
 from .state import Layout, State
-from .training import Drive, Stream, TrainingResult, train
+from . import checkpoint
+from .stream import minibatch_order
+from .training import TRAINING_METHODS, Drive, Stream, TrainingResult, train
 from .sweep import (Grid, LabelledArray, SweepResult, bytes_per_replica, closed_form_error,
                     predict_stability, replica_network, sweep)
 
@@ -15,4 +17,5 @@ __all__ = ["IMPLICIT", "MAX_SIZE", "ImplicitEulerStep", "ImplicitMethod", "repli
            "present_all", "Solution",
            "Status", "solve", "Layout", "State", "Grid", "LabelledArray", "SweepResult",
            "bytes_per_replica", "closed_form_error", "predict_stability", "replica_network",
-           "sweep", "Drive", "Stream", "TrainingResult", "train"]
+           "sweep", "Drive", "Stream", "TrainingResult", "train", "TRAINING_METHODS",
+           "checkpoint", "minibatch_order"]

@@ -1,33 +1,50 @@
-"""Training is integration: one :func:`solve` over a time span in which a drive presents example
-k during ``[k·T, (k+1)·T)``.
+"""Training is integration: example k is shown during ``[k·T, (k+1)·T)`` and the weights are
+state.
 
-:class:`Drive` turns a learning circuit (weights in its state, a ``present(x, target)`` method)
-and an example stream ``k ↦ (x_k, target_k)`` into a vector field that is piecewise constant in
-its input: on every evaluation it works out k from t and presents ``stream(k)`` when k changes.
-:func:`train` integrates that vector field from presentation ``start`` to ``presentations``
-in chunks of ``chunk`` presentations; evaluation, logging and checkpoints are done by the
-caller's ``on_chunk`` *between* chunks. The chunk grid is fixed (multiples of ``chunk`` from 0),
-each chunk is one :func:`solve` from ``k·T`` with the same dt, and the stream is a pure function
-of k, so a run resumed from a checkpoint written at a chunk boundary takes exactly the steps an
+:func:`train` is the one training loop. It steps the learning circuit's vector field with a
+fixed-step method and makes the drive explicit: at each declared jump time (``k·T``, and
+``k·T + teacher_from`` when a free phase comes first) it calls ``circuit.present(x, target, y)``
+between steps, and recomputes what a stepping method takes from the circuit (leak rates, the
+linearisation of ``exp_partitioned``) there, so nothing goes stale and nothing mutates inside a
+step. Evaluation, logging and checkpoints are done by the caller's ``on_chunk`` *between*
+chunks of presentations; divergence is checked once per chunk (the only host synchronisation).
+The chunk grid is fixed (multiples of ``chunk`` from 0) and the stream is a pure function of k,
+so a run resumed from a checkpoint written at a chunk boundary takes exactly the steps an
 uninterrupted run takes (bit-for-bit, in float64 and float32 alike).
 
-A replica that diverges in a chunk is frozen at its last finite state by :func:`solve`; here it is
-also remembered (``TrainingResult.diverged``) and stays frozen for the rest of the run, so one
-unstable replica of a sweep never turns the others' results into NaN.
+:class:`Drive` is the older form of the same idea for :func:`solve`: a vector field that works
+out k from t and presents ``stream(k)`` when it changes (a mutation from inside the vector field;
+kept for scripts that integrate a drive with ``solve`` directly).
+
+A replica that diverges in a chunk is held at its state at the start of that chunk and flagged
+(``TrainingResult.diverged``) for the rest of the run, so one unstable replica of a sweep never
+turns the others' results into NaN.
 """
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import torch
 from tqdm.auto import tqdm
 
+from .methods import METHODS, get_method, rk_step
 from .solve import Solution, Status, solve
-from .state import State
+from .state import Layout, State
 
 Stream = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _check_drive(circuit: Any, stream: Any) -> None:
+    if not hasattr(circuit, "present"):
+        raise TypeError(f"circuit: received {type(circuit).__name__}, expected a learning "
+                        "circuit with present(x, target) (circuits.Plastic, "
+                        "PredictiveCoding, LocalDecoders)")
+    if not callable(stream):
+        raise TypeError(f"stream: received {type(stream).__name__}, expected a function "
+                        "k -> (x_k, target_k)")
 
 
 class Drive:
@@ -44,13 +61,7 @@ class Drive:
 
     def __init__(self, circuit: Any, stream: Stream, period: float, *,
                  teacher_from: float = 0.0):
-        if not hasattr(circuit, "present"):
-            raise TypeError(f"circuit: received {type(circuit).__name__}, expected a learning "
-                            "circuit with present(x, target) (circuits.Plastic, "
-                            "PredictiveCoding, LocalDecoders)")
-        if not callable(stream):
-            raise TypeError(f"stream: received {type(stream).__name__}, expected a function "
-                            "k -> (x_k, target_k)")
+        _check_drive(circuit, stream)
         if isinstance(period, bool) or not isinstance(period, (int, float)) \
                 or not math.isfinite(period) or period <= 0:
             raise ValueError(f"period: received {period!r}, expected a finite number > 0 (the "
@@ -98,14 +109,94 @@ class TrainingResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def _mask(flags: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return flags.to(like.device).view(-1, *([1] * (like.dim() - 1)))
-
-
 def _count(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name}: received {value!r}, expected an integer ≥ {minimum}")
     return value
+
+
+def _present(circuit: Any, x: torch.Tensor, target: torch.Tensor | None, y: State,
+             check: bool) -> None:
+    """The jump: show ``(x, target)`` to the circuit, with the state there (for what a
+    circuit holds per presentation, such as feedback computed at the current weights)."""
+    try:
+        circuit.present(x, target, y, check=check)
+    except TypeError as err:          # a learning circuit with the older present(x, target)
+        if "unexpected keyword" not in str(err) and "positional argument" not in str(err):
+            raise
+        circuit.present(x, target)
+
+
+class _PartitionedExponential:
+    """The ``exp_partitioned`` step: the circuit's fast populations (``circuit.fast``, each
+    ``[S, B, n]``) advance by exponential Rosenbrock–Euler with the batch-averaged Jacobian of
+    their own dynamics, ``z ← z + h φ₁(hJ̄) ż`` (one batched matmul per step), the rest (the
+    weights) by Euler. ``J̄`` (per replica, ``[S, D_f, D_f]``) is computed at each presentation's
+    jump with the weights of the state there and frozen while the example is shown.
+
+    Why: a settling credit circuit is affine in its populations at fixed weights (DI, SDI,
+    DDTP-linear; DFC near its feed-forward pass), with a Jacobian that is the same for every
+    example of the batch (DI, SDI: the loop matrices), so this step *is* its exact flow whatever
+    h while the gate holds the weights still, and stays consistent (fixed points of f are fixed
+    points of the step, for any J̄) once the weights learn. A settle then takes a handful of
+    steps instead of the hundreds Euler needs at the circuit's fastest time constant."""
+
+    def __init__(self, circuit: Any, layout: Layout):
+        fast = list(getattr(circuit, "fast", None) or [])
+        if not fast:
+            raise ValueError("method: received 'exp_partitioned' for a circuit without fast "
+                             "populations (circuit.fast), expected a settling learning circuit "
+                             "(circuits.Plastic with Settling or Targets); use 'euler'")
+        shapes = dict(zip(layout.names, layout.shapes))
+        if any(len(shapes[n]) != 2 for n in fast) or len({shapes[n][0] for n in fast}) != 1:
+            raise ValueError(f"method: 'exp_partitioned' needs fast populations shaped "
+                             f"[S, B, n]; received {({n: shapes[n] for n in fast})}")
+        self.circuit, self.layout, self.fast = circuit, layout, fast
+        self.widths = [shapes[n][1] for n in fast]
+        self.field = circuit.vector_field
+        self.P: dict[float, torch.Tensor] = {}
+        self.J: torch.Tensor | None = None
+
+    def _split(self, z: torch.Tensor) -> State:
+        return dict(zip(self.fast, z.split(self.widths, dim=-1)))
+
+    def jump(self, t: float, y: torch.Tensor) -> None:
+        """Linearise the fast block at the state of the jump (weights frozen)."""
+        state = self.layout.unpack(y)
+        z = torch.cat([state[n] for n in self.fast], dim=-1)             # [S, B, D_f]
+        S, B, D = z.shape
+
+        def fast_field(zz: torch.Tensor) -> torch.Tensor:
+            out = self.field(t, {**state, **self._split(zz)})
+            return torch.cat([out[n] for n in self.fast], dim=-1)
+        basis = torch.eye(D, dtype=z.dtype, device=z.device)[:, None, None, :].expand(D, S, B, D)
+        cols = torch.func.vmap(lambda v: torch.func.jvp(fast_field, (z,), (v,))[1])(basis)
+        self.J = cols.mean(2).permute(1, 2, 0)                           # [S, D_f, D_f]
+        self.P = {}
+
+    def _propagator(self, h: float) -> torch.Tensor:
+        """``(h φ₁(hJ̄))ᵀ`` from one ``matrix_exp`` of ``[[hJ̄, hI], [0, 0]]``."""
+        if h not in self.P:
+            J = self.J
+            S, D, _ = J.shape
+            M = torch.zeros(S, 2 * D, 2 * D, dtype=J.dtype, device=J.device)
+            M[:, :D, :D] = h * J
+            M[:, :D, D:] = h * torch.eye(D, dtype=J.dtype, device=J.device)
+            self.P[h] = torch.linalg.matrix_exp(M)[:, :D, D:].transpose(-1, -2).contiguous()
+        return self.P[h]
+
+    def __call__(self, t: float, y: torch.Tensor, h: float) -> torch.Tensor:
+        state = self.layout.unpack(y)
+        out = self.field(t, state)
+        z = torch.cat([state[n] for n in self.fast], dim=-1)
+        dz = torch.cat([out[n] for n in self.fast], dim=-1)
+        new = self._split(torch.baddbmm(z, dz, self._propagator(h)))
+        return torch.cat([(new[n] if n in new else torch.add(state[n], out[n], alpha=h))
+                          .reshape(-1) for n in self.layout.names])
+
+
+#: fixed-step methods :func:`train` takes besides the tableaux of :mod:`solvers.methods`
+TRAINING_METHODS = ("exp_partitioned",)
 
 
 def train(circuit: Any, y0: Mapping[str, torch.Tensor], stream: Stream, *, period: float,
@@ -113,26 +204,42 @@ def train(circuit: Any, y0: Mapping[str, torch.Tensor], stream: Stream, *, perio
           teacher_from: float = 0.0, teacher_dt: float | None = None,
           diverged: torch.Tensor | None = None,
           on_chunk: Callable[[int, State, Solution], None] | None = None,
-          divergence_bound: float = 1e6, progress: bool | None = None) -> TrainingResult:
-    """Integrate ``circuit`` driven by ``stream`` from presentation ``start`` (state ``y0`` at
-    ``t = start·period``) to ``presentations``, one :func:`solve` per chunk of ``chunk``
-    presentations (chunk ends at multiples of ``chunk``; ``start`` must be one, or 0).
+          divergence_bound: float = 1e6, progress: bool | None = None,
+          relinearise_every: int = 1) -> TrainingResult:
+    """Integrate the learning circuit ``circuit`` driven by ``stream`` from presentation
+    ``start`` (state ``y0`` at ``t = start·period``) to ``presentations``, checking divergence
+    after every chunk of ``chunk`` presentations (chunk ends at multiples of ``chunk``;
+    ``start`` must be one, or 0).
+
+    The drive is explicit: example k is shown at the declared jump time ``k·period`` (and its
+    teacher at ``k·period + teacher_from``) by ``circuit.present(x, target, y)`` *between* steps,
+    never from inside the vector field, and everything a stepping method takes from the circuit
+    (``exp_euler``'s leak rates, ``exp_partitioned``'s Jacobian) is recomputed at each jump, so it
+    follows the drive. The data of the first presentation are checked (finite, shapes); later
+    presentations are checked for shape only, so a chunk of steps issues no host
+    synchronisation (a non-finite example shows up as a diverged replica).
+
+    ``method``: a fixed-step tableau of :mod:`solvers.methods` (``euler``, ``exp_euler``, ``rk4``
+    ...), ``exp_partitioned`` (settling circuits: see :class:`_PartitionedExponential`; its
+    Jacobian is recomputed at the jump of every ``relinearise_every``-th presentation, counted
+    from 0 so that a resumed run relinearises where the uninterrupted one did), or any
+    other :func:`solve` method, integrated by one ``solve`` per phase. Each phase (free, teacher)
+    is stepped with ``dt`` (``teacher_dt`` while the teacher is shown, if given), the last step
+    of a phase shortened to end on its jump.
 
     ``on_chunk(k, y, solution)`` runs after each chunk with the number of presentations done
     and the state there: evaluate, log and checkpoint in it (a checkpoint holds ``k``, ``y`` and
     ``diverged``, the run's cumulative flags so far, given as ``solution.stats["diverged"]``;
     ``solution.stats["steps"]``/``["seconds"]`` are the run's totals so far; resume with
-    ``start=k, y0=y, diverged=diverged``). Steady-state stopping is off
-    (a learning circuit is never at rest); divergence is checked per replica as in ``solve``.
-
-    ``teacher_dt``: a different step while the teacher is shown (``teacher_from`` > 0). The
-    trajectory is still one integration, with a piecewise-constant step: each presentation's
-    free and teacher phases are then two solves. (Z-IL's exactness needs Euler at ``dt = τ_x``
-    once the teacher appears, while the free relaxation before it needs a smaller step.)
+    ``start=k, y0=y, diverged=diverged``: bit-for-bit, since the chunk grid, the steps and the
+    stream are pure functions of k). A replica whose state is non-finite or above
+    ``divergence_bound`` at the end of a chunk is flagged and held at its state at the start
+    of that chunk for the rest of the run.
     """
     _count("presentations", presentations, 1)
     _count("chunk", chunk, 1)
     _count("start", start, 0)
+    _count("relinearise_every", relinearise_every, 1)
     if start > presentations:
         raise ValueError(f"start: received {start}, expected at most presentations = "
                          f"{presentations}")
@@ -140,43 +247,110 @@ def train(circuit: Any, y0: Mapping[str, torch.Tensor], stream: Stream, *, perio
         raise ValueError(f"start: received {start}, expected a multiple of chunk = {chunk} (a "
                          "checkpoint is written at a chunk boundary; resuming elsewhere would "
                          "take different steps than the uninterrupted run)")
-    drive = Drive(circuit, stream, period, teacher_from=teacher_from)
-    T = drive.period
-    if teacher_dt is not None and teacher_from > 0:
-        segments = lambda a, b: [s for j in range(a, b) for s in (  # noqa: E731
-            (j * T, j * T + teacher_from, dt), (j * T + teacher_from, (j + 1) * T, teacher_dt))]
-    else:
-        segments = lambda a, b: [(a * T, b * T, dt)]  # noqa: E731
+    _check_drive(circuit, stream)
+    for name, value in (("period", period), ("dt", dt)) + (
+            (("teacher_dt", teacher_dt),) if teacher_dt is not None else ()):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{name}: received {value!r}, expected a finite number > 0")
+    if isinstance(teacher_from, bool) or not isinstance(teacher_from, (int, float)) \
+            or not 0 <= teacher_from < period:
+        raise ValueError(f"teacher_from: received {teacher_from!r}, expected a number in "
+                         f"[0, period = {period}) (when in each period the teacher appears)")
+    T, teacher_from = float(period), float(teacher_from)
+    phases = ([(0.0, teacher_from, float(dt), False)] if teacher_from > 0 else []) + [
+        (teacher_from, T, float(teacher_dt if teacher_dt is not None and teacher_from > 0
+                                else dt), True)]
+    for a, b, h, _ in phases:
+        if h > b - a + 1e-9 * T:
+            raise ValueError(f"dt: received {h!r}, expected at most the phase it steps "
+                             f"({b - a!r} of period {T!r}): a longer step would skip examples")
     y = {k: v for k, v in y0.items()}
-    S = next(iter(y.values())).shape[0]
+    layout = Layout(y)
+    S = layout.replicas
+    if diverged is not None:
+        if not isinstance(diverged, torch.Tensor) or diverged.shape != (S,):
+            raise ValueError(f"diverged: received {getattr(diverged, 'shape', diverged)!r}, "
+                             f"expected a bool tensor of S = {S} flags (from a checkpoint)")
     flags = (torch.zeros(S, dtype=torch.bool) if diverged is None
              else diverged.detach().to("cpu", torch.bool).clone())
-    held = dict(y)                         # where each diverged replica stays frozen
+
+    if method in TRAINING_METHODS and start % relinearise_every and start != presentations:
+        raise ValueError(f"start: received {start}, expected a multiple of relinearise_every = "
+                         f"{relinearise_every} for method {method!r} (the Jacobian in use was "
+                         "computed at such a jump; resuming elsewhere would step differently)")
+    stepper = None
+    if method in TRAINING_METHODS:
+        stepper = _PartitionedExponential(circuit, layout)
+        tableau = None
+    elif method in METHODS:
+        tableau = METHODS[method]
+    else:
+        get_method(method)                            # a clear error for unknown names
+        tableau = None
+    flat_field = (lambda t, v: layout.pack(circuit.vector_field(t, layout.unpack(v))))
+
+    def run_phase(yf: torch.Tensor, t0: float, t1: float, h: float, relinearise: bool
+                  ) -> tuple[torch.Tensor, int]:
+        n = max(1, math.ceil((t1 - t0) / h - 1e-9))
+        if stepper is None and tableau is None:       # implicit / adaptive: solve the phase
+            sol = solve(circuit, layout.unpack(yf), t0, t1, dt=h, method=method,
+                        steady_state=False, divergence_bound=math.inf, progress=False)
+            return layout.pack(sol.y1), int(sol.stats.get("steps", 0))
+        leak = None
+        if tableau is not None and tableau.exponential and hasattr(circuit, "leak"):
+            rates = circuit.leak(layout.unpack(yf))
+            leak = layout.pack({k: torch.as_tensor(rates.get(k, 0.0), dtype=layout.dtype,
+                                                   device=layout.device).expand(S, *sh)
+                                for k, sh in zip(layout.names, layout.shapes)})
+        if stepper is not None and (relinearise or stepper.J is None):
+            stepper.jump(t0, yf)
+        for i in range(n):
+            t = t0 + i * h
+            hi = h if i < n - 1 else t1 - t
+            if stepper is not None:
+                yf = stepper(t, yf, hi)
+            else:
+                yf, _ = rk_step(tableau, flat_field, t, yf, hi, leak)
+        return yf, n
+
     steps, seconds = 0, 0.0
     bar = tqdm(total=presentations, initial=start, unit="example", leave=False,
                desc="train", disable=(None if progress is None else not progress))
+    yf = layout.pack(y)
     k = start
+    checked = False
     while k < presentations:
         k1 = min((k // chunk + 1) * chunk, presentations)
-        for t0, t1, h in segments(k, k1):
-            sol = solve(drive, y, t0, t1, dt=h, method=method, steady_state=False,
-                        divergence_bound=divergence_bound, progress=False)
-            new = (sol.status == Status.DIVERGED).cpu() & ~flags
-            y = sol.y1
-            if bool(new.any()):
-                held = {n: torch.where(_mask(new, v), v, held[n]) for n, v in y.items()}
-            flags |= new
-            if bool(flags.any()):
-                y = {n: torch.where(_mask(flags, v), held[n], v) for n, v in y.items()}
-            steps += sol.stats.get("steps", 0)
-            seconds += sol.stats.get("seconds", 0.0)
+        clock = time.perf_counter()
+        y_start = yf
+        for j in range(k, k1):
+            x, target = stream(j)
+            for a, b, h, teaching in phases:
+                _present(circuit, x, target if teaching else None, layout.unpack(yf),
+                         check=not checked)
+                checked = True
+                yf, n = run_phase(yf, j * T + a, j * T + b, h, j % relinearise_every == 0)
+                steps += n
+        bad = ~(layout.replica_absmax(yf) <= divergence_bound)           # NaN compares False
+        new = bad.cpu() & ~flags                                          # one host sync
+        flags |= new
+        if bool(flags.any()):
+            yf = torch.where(layout.spread(flags.to(layout.device)), y_start, yf)
+        seconds += time.perf_counter() - clock
         bar.update(k1 - k)
         k = k1
-        sol.stats.update(steps=steps, seconds=seconds, diverged=flags.clone())
+        y = {n: v.clone() for n, v in layout.unpack(yf).items()}
         if on_chunk is not None:
+            status = torch.where(flags, int(Status.DIVERGED), int(Status.REACHED_T1)).long()
+            sol = Solution(ts=torch.tensor([k * T], dtype=layout.dtype), ys={}, y1=y,
+                           status=status, t_stop=torch.full((S,), k * T, dtype=layout.dtype),
+                           stats={"steps": steps, "seconds": seconds, "diverged": flags.clone(),
+                                  "method": method, "dt": dt})
             on_chunk(k, y, sol)
     bar.close()
+    y = {n: v.clone() for n, v in layout.unpack(yf).items()}
     return TrainingResult(y, k, flags, {"steps": steps, "seconds": seconds})
 
 
-__all__ = ["Drive", "Stream", "TrainingResult", "train"]
+__all__ = ["Drive", "Stream", "TrainingResult", "train", "TRAINING_METHODS"]

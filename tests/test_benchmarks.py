@@ -30,3 +30,23 @@ def test_pc_cost_runs_and_z_il_updates_like_backprop(capsys, tmp_path):
     assert gaps["z_il"] <= 1e-10 and gaps["fa_z_il"] <= 1e-10      # both are exactly backprop
     assert gaps["il"] > 1e-6                                         # plain IL is not
     assert json.loads(out.read_text())["ratios"] == ratios
+
+
+def test_train_cost_writes_the_contract(tmp_path):
+    """One epoch of backprop and simulated DI on digits: the summary has the keys users script
+    against, DI (exponential partitioned steps) learns, and its cost is a finite ratio."""
+    from benchmarks import train_cost
+    train_cost.main(["--out", str(tmp_path), "--methods", "backprop", "di", "z_il",
+                     "--epochs", "1"])
+    import json
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert {"methods", "machine"} <= set(s)
+    for name in ("backprop", "di"):
+        m = s["methods"][name]
+        assert {"seconds_per_epoch", "ratio_to_backprop", "test_accuracy",
+                "eval_ratio_to_vector_field"} <= set(m)
+        assert m["test_accuracy"] > 0.6 and m["seconds_per_epoch"] > 0
+    assert s["methods"]["backprop"]["ratio_to_backprop"] == 1.0
+    assert s["methods"]["di"]["eval_ratio_to_vector_field"] > 1.0
+    assert s["methods"]["di"]["steps_per_presentation"] == 10
+    assert s["methods"]["z_il"]["seconds_per_epoch"] is None and s["methods"]["z_il"]["missing"]

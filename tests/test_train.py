@@ -23,6 +23,8 @@ FAST = {
     "ndi": {"eta": 0.1, "period": 1.0, "dt": 1.0, "circuit": {"alpha": 0.01}},
     "di": {"eta": 0.02, "period": 2.0, "dt": 0.1, "gate": "settled",
            "circuit": {"alpha": 0.01, "k_i": 5.0}},
+    "sdi": {"eta": 0.02, "period": 2.0, "dt": 0.5, "gate": "settled",
+            "integrator": "exp_partitioned", "circuit": {"alpha": 0.01, "k_i": 5.0}},
     "dfc": {"eta": 0.5, "period": 1.0, "dt": 0.05, "gate": "settled",
             "circuit": {"alpha": 0.01, "k_i": 5.0, "k_p": 1.0}},
     "pc": {"eta": 0.4, "period": 23.0, "dt": 1.0, "teacher_from": 20.0,

@@ -1,0 +1,132 @@
+"""Every learning circuit steps without synchronising with the host.
+
+A step that reads a tensor's value on the host (``.item()``, ``bool(t)``, ``if t``) stalls the
+pipeline and makes a chunk of steps uncapturable. Here every family's presentation
+(``present(..., check=False)``, the jump a drive makes inside a chunk) and a chunk of steps is run
+under a dispatch mode that counts ``aten::_local_scalar_dense`` — the op every host read goes
+through — and the count must be zero.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from circuits import (ArrivalGate, ClosedForm, DeepFeedbackControl, DynamicInversion,
+                      ForwardNetwork, LocalDecoders, Plastic, PredictiveCoding, Schedule,
+                      Settling, SingleLoopDynamicInversion, Targets, inverse_decoders)
+from solvers import Layout
+from solvers.methods import EULER, rk_step
+from solvers.training import _PartitionedExponential
+
+DT = torch.float64
+G = torch.Generator().manual_seed(7)
+X = torch.randn(24, 4, generator=G, dtype=DT)
+Y = torch.randn(24, 3, generator=G, dtype=DT)
+
+
+def stream(k):
+    i = 6 * (k % 4)
+    return X[i:i + 6], Y[i:i + 6]
+
+
+class HostReads(TorchDispatchMode):
+    """Counts ``aten::_local_scalar_dense`` (``.item()``, ``bool()``, ``float()`` of a tensor)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def net(**kw):
+    return ForwardNetwork([4, 6, 5, 3], activation="tanh", seed=[0, 1], **kw)
+
+
+def square():
+    return ForwardNetwork([4, 4, 4, 4], activation="tanh", init="orthogonal", scale=0.5,
+                          seed=[0, 1])
+
+
+FAMILIES = {
+    "backprop": lambda: Plastic(ClosedForm("backprop"), net(), *stream(0)),
+    "feedback_alignment": lambda: Plastic(ClosedForm("feedback_alignment"), net(), *stream(0)),
+    "pseudo_backprop": lambda: Plastic(ClosedForm("pseudo_backprop"), net(), *stream(0)),
+    "ndi": lambda: Plastic(ClosedForm("ndi", alpha=0.05), net(), *stream(0)),
+    "di": lambda: Plastic(Settling(DynamicInversion, alpha=0.05, k_i=5.0), net(), *stream(0)),
+    "sdi": lambda: Plastic(Settling(SingleLoopDynamicInversion, alpha=0.05), net(), *stream(0)),
+    "dfc": lambda: Plastic(Settling(DeepFeedbackControl, alpha=0.05, k_p=1.0), net(),
+                           *stream(0)),
+    "iterated_dtp": lambda: Plastic(
+        Targets("iterated_output", beta=0.05, anchor=0.5,
+                feedback=lambda n, x: inverse_decoders(n, perturbation=0.1)),
+        square(), 0.3 * stream(0)[0], 0.1 * stream(0)[0]),
+    "ddtp_linear": lambda: Plastic(Targets("ddtp_linear", beta=0.1), net(), *stream(0)),
+    "dfa": lambda: Plastic(Targets("dfa", beta=0.1), net(), *stream(0)),
+    "il": lambda: PredictiveCoding(net(), *stream(0), eta=0.1,
+                                   plasticity=Schedule.z_il(3)),
+    "fa_z_il": lambda: PredictiveCoding(net(), stream(0)[0], None, eta=0.1,
+                                        plasticity=ArrivalGate()),
+    "local_decoders": lambda: LocalDecoders(
+        ForwardNetwork([4, 6, 5, 3], "tanh", output_activation="sigmoid", seed=[0, 1]),
+        stream(0)[0], (stream(0)[1] > 0).to(DT), eta=0.5),
+}
+
+
+def _target(name, k):
+    x, y = stream(k)
+    if name == "iterated_dtp":                   # square layers: the output has 4 units
+        return 0.3 * x, 0.1 * x
+    return (x, (y > 0).to(DT)) if name == "local_decoders" else (x, y)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_a_chunk_of_steps_reads_nothing_on_the_host(name):
+    circuit = FAMILIES[name]()
+    y = circuit.initial_state()
+    layout = Layout(y)
+    field = lambda t, v: layout.pack(circuit.vector_field(t, layout.unpack(v)))  # noqa: E731
+    yf = layout.pack(y)
+    rk_step(EULER, field, 0.0, yf, 0.1)                          # warm-up outside the count
+    stepper = None
+    if getattr(circuit, "fast", None):
+        stepper = _PartitionedExponential(circuit, layout)
+        stepper.jump(0.0, yf)                                    # linearised at a jump
+        stepper(0.0, yf, 0.1)
+    with HostReads() as reads:
+        for k in range(1, 4):
+            x, target = _target(name, k)
+            if name == "fa_z_il":
+                circuit.present(x, None, layout.unpack(yf), check=False)
+            else:
+                circuit.present(x, target, layout.unpack(yf), check=False)
+            for i in range(5):
+                yf, _ = rk_step(EULER, field, 0.1 * i, yf, 0.1)
+                if stepper is not None:
+                    yf = stepper(0.1 * i, yf, 0.1)
+    assert reads.count == 0
+    assert torch.isfinite(yf).all()
+
+
+def test_plastic_rebinds_instead_of_rebuilding():
+    """An evaluation binds the built circuit to the state's weights: the result equals a
+    circuit built from scratch on those weights (1e-12), and the constructor is not called."""
+    c = Plastic(Settling(DynamicInversion, alpha=0.05, k_i=5.0, k_p=1.0), net(), *stream(0))
+    y = c.initial_state()
+    y = {k: v + 0.01 * torch.randn(v.shape, generator=G, dtype=DT) for k, v in y.items()}
+    calls = []
+    init = DynamicInversion.__init__
+    DynamicInversion.__init__ = lambda self, *a, **k: (calls.append(1), init(self, *a, **k))[1]
+    try:
+        d = c.vector_field(0.0, y)
+    finally:
+        DynamicInversion.__init__ = init
+    assert not calls
+    fresh = DynamicInversion(c.network_of(y), *stream(0), alpha=0.05, k_i=5.0, k_p=1.0)
+    ref = fresh.vector_field(0.0, {k: y[k] for k in c.fast})
+    for k in c.fast:
+        torch.testing.assert_close(d[k], ref[k], rtol=1e-12, atol=1e-14)
