@@ -42,17 +42,11 @@ from solvers import train
 from . import prepare
 from .di_batched import load_average, machine_info
 
-#: benchmark name → the method table's name (None: not available as a learning circuit yet)
-NAMES: dict[str, str | None] = {
+#: benchmark name → the method table's name
+NAMES: dict[str, str] = {
     "backprop": "backprop", "di": "di", "sdi": "sdi", "dfc": "dfc", "fa_z_il": "pc",
-    "z_il": None, "dtp": "iterated_dtp", "ddtp_linear": "ddtp_linear",
+    "z_il": "z_il", "dtp": "iterated_dtp", "ddtp_linear": "ddtp_linear",
     "local_decoders": "local_decoders"}
-MISSING = {"z_il": "not available as a learning circuit in one integration: Z-IL starts every "
-                   "example at the feed-forward pass (its condition C1), a jump of the state "
-                   "that solvers.train's drive does not make yet; Fa-Z-IL (fa_z_il) reaches "
-                   "it by settling"}
-
-
 def per_call(fn, repeats: int = 200) -> float:
     """Median-free mean seconds per call over ``repeats`` calls after two warm-ups."""
     fn()
@@ -118,17 +112,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg["network"] = {**cfg["network"], "dtype": dtype}
     cfg["training"] = {**cfg["training"], **({"epochs": args.epochs} if args.epochs else {})}
     names = ["backprop"] + [m for m in args.methods if m != "backprop"]
-    cfg["methods"] = [NAMES[m] for m in names if NAMES[m]]
+    cfg["methods"] = [NAMES[m] for m in names]
     cfg = registry.load(cfg)
     task = registry.load_task(cfg)
     out: dict[str, Any] = {}
     for name in names:
-        if NAMES[name] is None:
-            out[name] = {"seconds_per_epoch": None, "ratio_to_backprop": None,
-                         "test_accuracy": None, "eval_ratio_to_vector_field": None,
-                         "missing": MISSING[name]}
-            print(f"{name:15s} —  {MISSING[name][:70]}…")
-            continue
         out[name] = run_method(cfg, task, NAMES[name])
         bp = out["backprop"]["seconds_per_epoch"]
         out[name]["ratio_to_backprop"] = out[name]["seconds_per_epoch"] / bp

@@ -6,10 +6,11 @@ from .credit import (alignment, angle, backprop, cascade, feedback_alignment, ga
                      pseudo_backprop, reference_credits, weight_updates)
 from .dynamic_inversion import DynamicInversion, SingleLoopDynamicInversion, effective_leak, invert
 from .feedback_control import DeepFeedbackControl
-from .feedback_learning import DifferenceReconstruction, ReconstructionLearning
-from .gates import ArrivalGate, Continuous, Plasticity, Schedule, Signals
-from .local_decoders import LayerSchedule, LocalDecoders
-from .network import Forward, ForwardNetwork, affine, compact
+from .feedback_learning import (DifferenceReconstruction, FeedbackLearning, LearnedFeedback,
+                                ReconstructionLearning, initial_feedback, learn_feedback)
+from .gates import ArrivalGate, Continuous, LayerSchedule, Plasticity, Schedule, Settled, Signals
+from .local_decoders import LocalDecoders
+from .network import Forward, ForwardNetwork, affine, compact, replica_network
 from .parameters import Population, Role
 from .plasticity import ClosedForm, Family, Plastic, Settling, Targets, outer_updates
 from .predictive_coding import (PredictiveCoding, backprop_updates, fixed_prediction_transient,
@@ -25,9 +26,10 @@ __all__ = [
     "pseudo_backprop", "reference_credits", "weight_updates",
     "DynamicInversion", "SingleLoopDynamicInversion", "effective_leak", "invert",
     "DeepFeedbackControl", "DifferenceReconstruction", "ReconstructionLearning",
-    "LayerSchedule", "LocalDecoders", "ArrivalGate", "Continuous", "Plasticity", "Schedule", "Signals",
+    "FeedbackLearning", "LearnedFeedback", "initial_feedback", "learn_feedback",
+    "LayerSchedule", "LocalDecoders", "ArrivalGate", "Continuous", "Plasticity", "Schedule", "Settled", "Signals",
     "PredictiveCoding", "backprop_updates", "fixed_prediction_transient", "update_divergence",
-    "Forward", "ForwardNetwork", "affine", "compact", "Population", "Role",
+    "Forward", "ForwardNetwork", "affine", "compact", "replica_network", "Population", "Role",
     "StabilityReport", "amplification", "analyse", "analyse_circuit", "jacobian",
     "smoothed_spectral_abscissa", "stabilise_feedback",
     "Decoder", "InverseDecoder", "MirroredDecoder", "TargetPropagation", "gauss_newton_targets",

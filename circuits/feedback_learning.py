@@ -25,10 +25,23 @@ regressed on what:
   targets Gauss-Newton targets.
 
 The noise is drawn once per circuit (``seed``), so the vector field is an ordinary, autonomous,
-resumable ODE; build a new circuit (another seed) for the next batch.
+resumable ODE; build a new circuit (another seed) for the next batch. The flow is affine in Θ,
+so :meth:`RegressionFlow.flow` gives its exact solution after any time (no stepping, no solver).
+
+Feedback learned *between* presentations (SPEC §4's decoders trained while the forward weights
+hold still, then used for one example's targets), for a script or a learning circuit:
+
+* :func:`initial_feedback` — seeded random decoders or Q's to start from;
+* :func:`learn_feedback` — one batch of the rule from the current feedback, for a given time
+  (or to its fixed point), with :class:`FeedbackLearning`'s settings;
+* :class:`LearnedFeedback` — a function ``(network, x) → feedback`` that learns on every batch it
+  is shown: pass it as ``decoders=`` / ``feedback=`` of :class:`TargetPropagation` or as
+  ``feedback=`` of :class:`circuits.Targets`, which call it at each presentation.
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -86,6 +99,29 @@ class RegressionFlow(Circuit):
     def vector_field(self, t: float, y: State) -> State:
         return {k: -self.eta * (y[k] @ A - C + self.decay * y[k])
                 for k, (A, C) in self.moments.items()}
+
+    def flow(self, duration: float, y0: State | None = None) -> State:
+        """The exact state after ``duration`` from ``y0`` (default :meth:`initial_state`);
+        ``math.inf`` gives :meth:`fixed_point`. Θ̇ = −ηΘM + ηC (M = A + λI) is affine, so
+        ``[Θ(t), I] = [Θ(0), I] · exp(t [[−ηM, 0], [ηC, 0]])``: one ``matrix_exp`` per layer,
+        exact whatever the stiffness, and no inverse of M (λ = 0 with a singular A is fine)."""
+        if isinstance(duration, bool) or not isinstance(duration, (int, float)) \
+                or not duration >= 0:
+            raise ValueError(f"duration: received {duration!r}, expected a number ≥ 0 (the "
+                             "time the rule runs; math.inf for its fixed point)")
+        if math.isinf(duration):
+            return self.fixed_point()
+        y0 = self.initial_state() if y0 is None else y0
+        out = {}
+        for k, (A, C) in self.moments.items():
+            n, p = A.shape[-1], C.shape[-2]
+            G = torch.zeros(*A.shape[:-2], n + p, n + p, dtype=A.dtype, device=A.device)
+            eye = torch.eye(n, dtype=A.dtype, device=A.device)
+            G[..., :n, :n] = -self.eta * duration * (A + self.decay * eye)
+            G[..., n:, :n] = self.eta * duration * C
+            E = torch.linalg.matrix_exp(G)
+            out[k] = y0[k] @ E[..., :n, :n] + E[..., n:, :n]
+        return out
 
     def fixed_point(self) -> State:
         """``Θ_ℓ* = C_ℓ (A_ℓ + λI)⁻¹`` for every layer (what the flow settles to)."""
@@ -201,3 +237,145 @@ class DifferenceReconstruction(RegressionFlow):
     def feedback(self, y: State) -> list[torch.Tensor]:
         """``[Q_1, ..., Q_{L-1}]`` of a state, ready for ``TargetPropagation(feedback=...)``."""
         return [y[k] for k in self.moments]
+
+
+FEEDBACK_KINDS = ("decoders", "direct")
+
+
+@dataclass(frozen=True)
+class FeedbackLearning:
+    """How feedback learns on each presented batch while the forward weights hold still.
+
+    duration: how long the rule runs on a batch (time units; ``math.inf``: to its fixed point).
+    eta: its rate η.  warm_start: on the first batch, go straight to the rule's fixed point (the
+    limit of a long warm-up; random decoders make the first settles diverge).  noise: σ of the
+    decoders' input corruption (:class:`ReconstructionLearning`).  sigma: the injected noise of
+    the difference reconstruction rule (:class:`DifferenceReconstruction`).  damping: λ, the
+    DRL damping and the decoders' weight decay (with fewer examples than regressors the decoder
+    regression is singular without it).  init_scale: std of the random initial feedback.
+    """
+
+    duration: float = 2.0
+    eta: float = 2.0
+    warm_start: bool = True
+    noise: float = 0.05
+    sigma: float = 0.01
+    damping: float = 0.01
+    init_scale: float = 0.1
+
+    def __post_init__(self):
+        for name in ("duration", "eta", "sigma", "damping", "init_scale"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+                raise ValueError(f"feedback.{name}: received {v!r}, expected a number > 0")
+        _nonnegative("feedback.noise", self.noise)
+        if not isinstance(self.warm_start, bool):
+            raise ValueError(f"feedback.warm_start: received {self.warm_start!r}, expected "
+                             "true or false")
+
+
+def initial_feedback(kind: str, network: ForwardNetwork, *, scale: float = 0.1, seed: int = 0
+                     ) -> list[MirroredDecoder] | list[torch.Tensor]:
+    """Random feedback to start learning from, entries N(0, scale²) drawn in float64 from
+    ``seed`` (then cast to the network's dtype and device), S = ``network.replicas``:
+
+    * ``kind="decoders"``: mirrored decoders ``[g_2, ..., g_L]``, ``g_ℓ(h) = V_ℓ φ_ℓ(h) + c_ℓ``
+      with ``V_ℓ [S, n_{ℓ-1}, n_ℓ]`` and ``c_ℓ [S, 1, n_{ℓ-1}]`` (for the decoder rules of
+      :class:`TargetPropagation`: ``iterated_output``, ``dtp``, ...);
+    * ``kind="direct"``: direct feedback ``[Q_1, ..., Q_{L-1}]``, ``Q_ℓ [S, n_ℓ, n_L]``
+      (``ddtp_linear``, ``dfa``).
+    """
+    if kind not in FEEDBACK_KINDS:
+        raise ValueError(f"kind: received {kind!r}, expected one of {list(FEEDBACK_KINDS)}")
+    scale = positive_float("scale", scale)
+    g = torch.Generator().manual_seed(seed)
+    S, w = network.replicas, network.widths
+
+    def randn(*shape):
+        return (scale * torch.randn(S, *shape, generator=g, dtype=torch.float64)).to(
+            dtype=network.dtype, device=network.device)
+    if kind == "decoders":
+        return [MirroredDecoder(randn(w[l - 1], w[l]), randn(1, w[l - 1]), network.activation(l))
+                for l in range(2, network.L + 1)]
+    return [randn(n, w[-1]) for n in w[1:-1]]
+
+
+def learn_feedback(network: ForwardNetwork, x: torch.Tensor,
+                   current: Sequence[MirroredDecoder] | Sequence[torch.Tensor],
+                   settings: FeedbackLearning | None = None, *, duration: float | None = None,
+                   seed: int = 0) -> list[MirroredDecoder] | list[torch.Tensor]:
+    """The feedback after its rule has run on batch ``x`` (``[B, n_0]`` or ``[S, B, n_0]``) for
+    ``duration`` (default ``settings.duration``; ``math.inf``: its fixed point), starting from
+    ``current`` and with ``network``'s weights held still (exact flow,
+    :meth:`RegressionFlow.flow`). Mirrored decoders (with biases) learn by the auto-encoder rule
+    (:class:`ReconstructionLearning`), a list of ``Q_ℓ`` tensors by the difference
+    reconstruction rule (:class:`DifferenceReconstruction`); the result has ``current``'s
+    form. ``seed``: the rule's noise."""
+    s = FeedbackLearning() if settings is None else settings
+    if not isinstance(s, FeedbackLearning):
+        raise TypeError(f"settings: received {type(s).__name__}, expected a "
+                        "circuits.FeedbackLearning or None")
+    t = s.duration if duration is None else duration
+    if isinstance(current, (list, tuple)) and current and all(
+            isinstance(g, MirroredDecoder) for g in current):
+        c = ReconstructionLearning(network, x, current, eta=s.eta, decay=s.damping,
+                                   noise=s.noise, seed=seed)
+        return c.decoders(c.flow(t))
+    if isinstance(current, (list, tuple)) and current and all(
+            isinstance(q, torch.Tensor) for q in current):
+        c = DifferenceReconstruction(network, x, sigma=s.sigma, damping=s.damping, eta=s.eta,
+                                     feedback=current, seed=seed)
+        return c.feedback(c.flow(t))
+    raise ValueError(f"current: received {type(current).__name__}, expected a list of "
+                     "MirroredDecoder (decoders) or of tensors [S, n_ℓ, n_L] (direct feedback), "
+                     "e.g. from circuits.initial_feedback")
+
+
+class LearnedFeedback:
+    """Feedback that learns on every batch it is shown: a function ``(network, x) → feedback``
+    for :class:`TargetPropagation` (``decoders=`` or ``feedback=``) or :class:`circuits.Targets`
+    (``feedback=``), which call it when an example is presented and hold the result while it is
+    shown (feedback learns between examples, the forward weights hold still meanwhile).
+
+    Each call runs :func:`learn_feedback` on ``(network, x)`` from the feedback of the previous
+    call (the first from :func:`initial_feedback` ``(kind, network, seed=seed)``, straight to the
+    fixed point if ``settings.warm_start``), with the noise seed ``noise_seed + calls so far``.
+
+    Args:
+        kind: ``"decoders"`` (mirrored decoders, the auto-encoder rule) or ``"direct"``
+            (``Q_ℓ``, the difference reconstruction rule).
+        network: the forward network (its widths, activations, S, dtype and device).
+        settings: :class:`FeedbackLearning` (default: its defaults).
+        seed: the initial feedback's seed.  noise_seed: the first batch's noise seed.
+
+    ``current`` holds the latest feedback and ``calls`` the batches learned so far (neither is
+    part of an integration's state: a run resumed from a checkpoint restarts them).
+    """
+
+    def __init__(self, kind: str, network: ForwardNetwork,
+                 settings: FeedbackLearning | None = None, *, seed: int = 1,
+                 noise_seed: int = 1000):
+        self.settings = FeedbackLearning() if settings is None else settings
+        if not isinstance(self.settings, FeedbackLearning):
+            raise TypeError(f"settings: received {type(self.settings).__name__}, expected a "
+                            "circuits.FeedbackLearning or None")
+        self.kind = kind
+        self.current = initial_feedback(kind, network, scale=self.settings.init_scale,
+                                        seed=seed)
+        self.noise_seed, self.calls = noise_seed, 0
+
+    def __call__(self, network: ForwardNetwork, x: torch.Tensor):
+        warm = self.settings.warm_start and self.calls == 0
+        self.current = learn_feedback(network, x, self.current, self.settings,
+                                      duration=math.inf if warm else None,
+                                      seed=self.noise_seed + self.calls)
+        self.calls += 1
+        return self.current
+
+    def __repr__(self) -> str:
+        return f"LearnedFeedback({self.kind!r}, calls={self.calls})"
+
+
+__all__ = ["RegressionFlow", "ReconstructionLearning", "DifferenceReconstruction",
+           "FeedbackLearning", "FEEDBACK_KINDS", "initial_feedback", "learn_feedback",
+           "LearnedFeedback", "noise_samples"]

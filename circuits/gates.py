@@ -5,9 +5,19 @@ is computed from the circuit's own populations (and, for the clocked schedule, f
 multiplicative factor: no Python ``if`` on a tensor value, so a step stays capturable. A gate
 may own state populations (detectors, timers); the circuit adds them to its state.
 
+One protocol for every gate (:class:`Plasticity`): ``gates(t, y, signals)`` returns one factor
+per layer and the time derivatives of the gate's own populations. Every learning circuit
+asks its gate this way — predictive coding, :class:`circuits.Plastic` (any credit circuit with
+weights as state) and :class:`circuits.LocalDecoders` — and any gate whose signals a circuit
+provides works with it:
+
 * :class:`Continuous` — always on (plain online plasticity).
+* :class:`Settled` — the settle gate: ``g = exp(−(ρ/θ)²)`` with ρ the relative rate of change of
+  the circuit's credit populations; shut while they move after a new input, open once settled.
 * :class:`Schedule` — an external clock: ``W_ℓ`` learns during inference step ``steps[ℓ-1]``
   (Z-IL's condition C2 is ``steps = [L-1, ..., 1, 0]``, :meth:`Schedule.z_il`).
+* :class:`LayerSchedule` — layer ℓ learns during a time window (local decoders' sequential and
+  parallel schedules).
 * :class:`ArrivalGate` — no clock: each neuron's gate opens once, by itself (Fa-Z-IL).
 
 The arrival gate, per neuron of layer ℓ (θ a small threshold, H the step function):
@@ -55,13 +65,31 @@ State = dict[str, torch.Tensor]
 
 @dataclass
 class Signals:
-    """What a gate may look at, per layer ℓ = 1..L (``feedback``/``dphi`` for ℓ = 1..L-1)."""
+    """What a gate may look at. Per layer ℓ = 1..L: ``errors`` (the error or credit populations;
+    ``feedback``/``dphi`` for ℓ = 1..L-1), ``teacher`` (1 while a target clamps the output) and
+    ``tau_x`` (predictive coding's time constant); ``settling``: the credit populations and
+    their time derivatives (two mappings, for the settle gate); ``like``: a tensor giving the
+    dtype and device of constant factors. A circuit fills in what it has."""
 
-    errors: list[torch.Tensor]
-    feedback: list[torch.Tensor]
-    dphi: list[torch.Tensor]
-    teacher: torch.Tensor
-    tau_x: torch.Tensor
+    errors: list[torch.Tensor] | None = None
+    feedback: list[torch.Tensor] | None = None
+    dphi: list[torch.Tensor] | None = None
+    teacher: torch.Tensor | None = None
+    tau_x: torch.Tensor | None = None
+    settling: tuple[State, State] | None = None
+    like: torch.Tensor | None = None
+    layers: int | None = None
+
+    def reference(self) -> torch.Tensor:
+        """A tensor with the dtype and device factors should have."""
+        for v in (self.like, self.tau_x, self.teacher):
+            if v is not None:
+                return v
+        return self.errors[0]
+
+    def count(self) -> int:
+        """L, the number of layers gated."""
+        return self.layers if self.layers is not None else len(self.errors)
 
 
 class Plasticity(ABC):
@@ -85,17 +113,48 @@ class Continuous(Plasticity):
     """Plasticity always on."""
 
     def gates(self, t, y, signals):
-        one = torch.ones((), dtype=signals.tau_x.dtype, device=signals.tau_x.device)
-        return [one] * len(signals.errors), {}
+        ref = signals.reference()
+        one = torch.ones((), dtype=ref.dtype, device=ref.device)
+        return [one] * signals.count(), {}
+
+
+class Settled(Plasticity):
+    """The settle gate: one factor ``g = exp(−(ρ/θ)²)`` ``[S, 1, 1]`` for every layer, with
+    ``ρ = ‖ẏ_c‖ / (‖y_c‖ + ε)`` the relative rate of change of the credit populations
+    ``y_c`` (per replica, over the whole batch; ``signals.settling = (y_c, ẏ_c)``). A new input
+    disturbs them and shuts the gate; it reopens by itself once they have settled, without a
+    clock. ``theta`` (1/time) is the rate below which the circuit counts as settled. Where a
+    circuit has no credit populations (closed forms) the gate is always open."""
+
+    def __init__(self, theta: float = 0.05):
+        self.theta = positive_float("theta", theta)
+
+    def gates(self, t, y, signals):
+        if not signals.settling or not signals.settling[0]:
+            return Continuous().gates(t, y, signals)
+        y_c, dy_c = signals.settling
+        first = next(iter(y_c.values()))
+        S = first.shape[0]
+        sq = lambda d: sum(v.reshape(S, -1).pow(2).sum(-1) for v in d.values())  # noqa: E731
+        tiny = torch.finfo(first.dtype).tiny ** 0.5
+        rho = sq(dy_c).sqrt() / (sq(y_c).sqrt() + tiny)
+        g = torch.exp(-(rho / self.theta) ** 2).view(S, 1, 1)
+        return [g] * signals.count(), {}
+
+    def __repr__(self) -> str:
+        return f"Settled(theta={self.theta})"
 
 
 class Schedule(Plasticity):
     """An external clock: ``W_ℓ`` learns during inference step ``steps[ℓ-1]``, where step k is
     ``start + k·period ≤ t < start + (k+1)·period``. The clock's period defaults to τ_x, so
     with dt = τ_x step k is exactly the k-th Euler step; give ``period = dt`` to keep one update
-    per step when dt ≠ τ_x (the γ ≠ 1 ablation of Z-IL)."""
+    per step when dt ≠ τ_x (the γ ≠ 1 ablation of Z-IL). ``cycle``: the clock restarts every
+    ``cycle`` time units (one example per cycle when training in one integration: t is then
+    taken modulo the presentation period)."""
 
-    def __init__(self, steps: Sequence[int], start: float = 0.0, period: float | None = None):
+    def __init__(self, steps: Sequence[int], start: float = 0.0, period: float | None = None,
+                 cycle: float | None = None):
         if not isinstance(steps, (list, tuple)) or not steps or any(
                 isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in steps):
             raise ValueError(f"steps: received {steps!r}, expected one integer ≥ 0 per layer")
@@ -105,11 +164,13 @@ class Schedule(Plasticity):
                              "time)")
         self.steps, self.start = list(steps), float(start)
         self.period = None if period is None else positive_float("period", period)
+        self.cycle = None if cycle is None else positive_float("cycle", cycle)
 
     @classmethod
-    def z_il(cls, layers: int, start: float = 0.0, period: float | None = None) -> "Schedule":
+    def z_il(cls, layers: int, start: float = 0.0, period: float | None = None,
+             cycle: float | None = None) -> "Schedule":
         """C2: layer ℓ learns at step L − ℓ, its distance from the output."""
-        return cls([layers - l for l in range(1, layers + 1)], start, period)
+        return cls([layers - l for l in range(1, layers + 1)], start, period, cycle)
 
     @classmethod
     def together(cls, layers: int, step: int | None = None, start: float = 0.0,
@@ -119,14 +180,20 @@ class Schedule(Plasticity):
         return cls([layers - 1 if step is None else step] * layers, start, period)
 
     def gates(self, t, y, signals):
-        if len(self.steps) != len(signals.errors):
+        if len(self.steps) != signals.count():
             raise ValueError(f"steps: received {len(self.steps)} steps, expected one per layer "
-                             f"(L = {len(signals.errors)})")
+                             f"(L = {signals.count()})")
         if t is None:
             return None, {}
+        if self.period is None and signals.tau_x is None:
+            raise ValueError("period: received None for a circuit without τ_x, expected the "
+                             "clock's period (e.g. the step dt)")
         period = signals.tau_x if self.period is None else self.period
-        k = torch.floor(torch.as_tensor((t - self.start) / period + 1e-9))
-        return [(k == s).to(signals.tau_x.dtype) for s in self.steps], {}
+        since = t - self.start
+        if self.cycle is not None:        # a clock that restarts with every example
+            since = since - self.cycle * math.floor(since / self.cycle + 1e-9)
+        k = torch.floor(torch.as_tensor(since / period + 1e-9))
+        return [(k == s).to(signals.reference().dtype) for s in self.steps], {}
 
 
 class ArrivalGate(Plasticity):
@@ -219,3 +286,70 @@ class ArrivalGate(Plasticity):
                 gates.append(fire)
             d[f"quiet_{l}"] = torch.where(quiet, (1 - q) / self.t_quiet, -q / tau)
         return gates, d
+
+
+class LayerSchedule(Plasticity):
+    """When each layer learns: layer ℓ's gate is 1 for ``windows[ℓ-1][0] ≤ t < windows[ℓ-1][1]``
+    and 0 otherwise (a multiplicative factor computed from t alone, no branch on tensors).
+
+    Use :meth:`sequential` or :meth:`parallel`; ``t1`` is the end of the last finite window (the
+    natural horizon of a sequential schedule), or None when every window is open-ended."""
+
+    def __init__(self, windows: Sequence[tuple[float, float]]):
+        if not isinstance(windows, (list, tuple)) or not windows:
+            raise ValueError(f"windows: received {windows!r}, expected one (start, end) pair "
+                             "per layer")
+        checked = []
+        for l, w in enumerate(windows, start=1):
+            ok = isinstance(w, (list, tuple)) and len(w) == 2 and all(
+                not isinstance(v, bool) and isinstance(v, (int, float)) and not math.isnan(v)
+                for v in w)
+            if not ok or not math.isfinite(w[0]) or not w[1] > w[0]:
+                raise ValueError(f"windows[{l - 1}] (layer {l}): received {w!r}, expected a "
+                                 "pair (start, end) of numbers with a finite start < end")
+            checked.append((float(w[0]), float(w[1])))
+        self.windows = checked
+        ends = [e for _, e in checked if math.isfinite(e)]
+        self.t1 = max(ends) if ends else None
+
+    @classmethod
+    def sequential(cls, layers: int, period: float) -> "LayerSchedule":
+        """Layer ℓ learns during [(ℓ−1)·period, ℓ·period), then freezes; t1 = L·period."""
+        _check_layers(layers)
+        if isinstance(period, bool) or not isinstance(period, (int, float)) \
+                or not math.isfinite(period) or period <= 0:
+            raise ValueError(f"period: received {period!r}, expected a finite number > 0 (the "
+                             "time each layer learns for)")
+        return cls([((l - 1) * period, l * period) for l in range(1, layers + 1)])
+
+    @classmethod
+    def parallel(cls, layers: int) -> "LayerSchedule":
+        """Every layer learns for the whole integration."""
+        _check_layers(layers)
+        return cls([(0.0, math.inf)] * layers)
+
+    @property
+    def layers(self) -> int:
+        return len(self.windows)
+
+    def gates(self, t, y, signals):
+        """One 0-d factor per layer at time t (dtype/device of ``signals.reference()``). A step
+        that starts on a window's boundary belongs to the window that opens there (tolerance
+        1e-9·max(1, |t|)). ``t`` None (observing a recorded state): None."""
+        if signals.count() != self.layers:
+            raise ValueError(f"windows: received {self.layers} windows, expected one per layer "
+                             f"(L = {signals.count()})")
+        if t is None:
+            return None, {}
+        like = signals.reference()
+        tt = torch.as_tensor(float(t) + 1e-9 * max(1.0, abs(float(t))), dtype=like.dtype,
+                             device=like.device)
+        return [((tt >= s) & (tt < e)).to(like.dtype) for s, e in self.windows], {}
+
+    def __repr__(self) -> str:
+        return f"LayerSchedule({self.windows})"
+
+
+def _check_layers(layers):
+    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
+        raise ValueError(f"layers: received {layers!r}, expected an integer ≥ 1 (L)")

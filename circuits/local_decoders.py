@@ -31,82 +31,22 @@ State (weights lead with the replica axis S): ``W_ℓ [S, n_ℓ, n_{ℓ-1}]``, `
 ``loss_ℓ [S, 1, 1]`` (ℓ = 1..L) and ``accuracy_ℓ [S, 1, 1]`` (decoded / output accuracy at
 threshold ½, for targets in {0, 1}). The gates are not part of the state or of the
 observations: they are functions of t alone, read from the schedule with
-``circuit.schedule.gates(t, like)``.
+``circuit.schedule.gates(t, y, Signals(like=x, layers=L))`` (:class:`circuits.gates.LayerSchedule`).
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from .circuit import Circuit, State
+from .gates import LayerSchedule, Signals
 from .network import ForwardNetwork
 from .parameters import Population, Role, replica_count
 
 OUTPUT_LOSSES = ("bce", "mse")
 NORM_EPS = 1e-12
-
-
-class LayerSchedule:
-    """When each layer learns: layer ℓ's gate is 1 for ``windows[ℓ-1][0] ≤ t < windows[ℓ-1][1]``
-    and 0 otherwise (a multiplicative factor computed from t alone, no branch on tensors).
-
-    Use :meth:`sequential` or :meth:`parallel`; ``t1`` is the end of the last finite window (the
-    natural horizon of a sequential schedule), or None when every window is open-ended."""
-
-    def __init__(self, windows: Sequence[tuple[float, float]]):
-        if not isinstance(windows, (list, tuple)) or not windows:
-            raise ValueError(f"windows: received {windows!r}, expected one (start, end) pair "
-                             "per layer")
-        checked = []
-        for l, w in enumerate(windows, start=1):
-            ok = isinstance(w, (list, tuple)) and len(w) == 2 and all(
-                not isinstance(v, bool) and isinstance(v, (int, float)) and not math.isnan(v)
-                for v in w)
-            if not ok or not math.isfinite(w[0]) or not w[1] > w[0]:
-                raise ValueError(f"windows[{l - 1}] (layer {l}): received {w!r}, expected a "
-                                 "pair (start, end) of numbers with a finite start < end")
-            checked.append((float(w[0]), float(w[1])))
-        self.windows = checked
-        ends = [e for _, e in checked if math.isfinite(e)]
-        self.t1 = max(ends) if ends else None
-
-    @classmethod
-    def sequential(cls, layers: int, period: float) -> "LayerSchedule":
-        """Layer ℓ learns during [(ℓ−1)·period, ℓ·period), then freezes; t1 = L·period."""
-        _check_layers(layers)
-        if isinstance(period, bool) or not isinstance(period, (int, float)) \
-                or not math.isfinite(period) or period <= 0:
-            raise ValueError(f"period: received {period!r}, expected a finite number > 0 (the "
-                             "time each layer learns for)")
-        return cls([((l - 1) * period, l * period) for l in range(1, layers + 1)])
-
-    @classmethod
-    def parallel(cls, layers: int) -> "LayerSchedule":
-        """Every layer learns for the whole integration."""
-        _check_layers(layers)
-        return cls([(0.0, math.inf)] * layers)
-
-    @property
-    def layers(self) -> int:
-        return len(self.windows)
-
-    def gates(self, t: float, like: torch.Tensor) -> list[torch.Tensor]:
-        """One 0-d factor per layer at time t (dtype/device of ``like``). A step that starts on
-        a window's boundary belongs to the window that opens there (tolerance 1e-9·max(1, |t|))."""
-        tt = torch.as_tensor(float(t) + 1e-9 * max(1.0, abs(float(t))), dtype=like.dtype,
-                             device=like.device)
-        return [((tt >= s) & (tt < e)).to(like.dtype) for s, e in self.windows]
-
-    def __repr__(self) -> str:
-        return f"LayerSchedule({self.windows})"
-
-
-def _check_layers(layers):
-    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
-        raise ValueError(f"layers: received {layers!r}, expected an integer ≥ 1 (L)")
 
 
 class LocalDecoders(Circuit):
@@ -275,6 +215,11 @@ class LocalDecoders(Circuit):
             r.append(self._layer(l, r[-1], y[f"W_{l}"], y[f"b_{l}"])[1])
         return r
 
+    def outputs(self, y: State, x: torch.Tensor) -> torch.Tensor:
+        """The network's output ``r_L [S, M, n_L]`` on inputs ``x [M, n_0]`` with the weights of
+        ``y`` (for evaluation; every learning circuit has this)."""
+        return self.forward(y, x)[-1]
+
     def local_losses(self, y: State) -> list[torch.Tensor]:
         """ℒ_ℓ for ℓ = 1..L, each ``[S, 1, 1]`` (any leading axes before S)."""
         r = self.forward(y)
@@ -321,7 +266,7 @@ class LocalDecoders(Circuit):
 
     def vector_field(self, t: float, y: State) -> State:
         grads = self.gradients(y)
-        gates = self.schedule.gates(t, self.x)
+        gates, _ = self.schedule.gates(t, y, Signals(like=self.x, layers=self.L))
         out: State = {}
         for l in range(1, self.L + 1):
             rate = -self.eta * gates[l - 1]
@@ -350,6 +295,27 @@ class LocalDecoders(Circuit):
         out = self.forward(y, x)[-1]
         label = self.network.output_like(target, "target") > 0.5
         return ((out > 0.5) == label).to(out.dtype).mean((-2, -1))
+
+    def readouts(self, y: State, x: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """What each layer's loss ℒ_ℓ compares with the target, for ℓ = 1..L, each
+        ``[S, B, n_y]``: the decoded ``D_ℓ r_ℓ`` of a hidden layer, the output ``r_L`` for
+        ℓ = L; on ``x`` (default: the presented batch), with the state's weights."""
+        r = self.forward(y, x)
+        return [r[l] @ y[f"D_{l}"].transpose(-1, -2) if l < self.L else r[l]
+                for l in range(1, self.L + 1)]
+
+    def readout_accuracy(self, y: State, x: torch.Tensor | None = None,
+                         target: torch.Tensor | None = None) -> torch.Tensor:
+        """``[L, S]`` accuracy of each layer's read-out (:meth:`readouts`, threshold ½) on
+        ``(x, target)``, by default the presented batch; counted exactly and returned in
+        float64 whatever the circuit's dtype (targets in {0, 1})."""
+        if (x is None) != (target is None):
+            raise ValueError(f"x, target: received {'x' if target is None else 'target'} "
+                             "alone, expected both (a labelled set) or neither (the presented "
+                             "batch)")
+        label = (self.y if target is None else self.network.output_like(target, "target")) > 0.5
+        hits = [((o > 0.5) == label).sum((-2, -1)) for o in self.readouts(y, x)]
+        return torch.stack(hits).to(torch.float64) / label[0].numel()
 
 
 __all__ = ["LayerSchedule", "LocalDecoders"]

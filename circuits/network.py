@@ -248,3 +248,32 @@ class ForwardNetwork:
             J = (J @ self.weights[l][:, None]) * fwd.dphi[l - 1][:, :, None, :]
             out.append(J)
         return out[::-1]
+
+
+def _per_replica_values(value) -> list:
+    """A number, sequence, array or tensor as a flat Python list (a number: one entry)."""
+    return torch.as_tensor(value).reshape(-1).tolist()
+
+
+def replica_network(widths: Sequence[int], seeds: Sequence[int] | torch.Tensor | int,
+                    scales: Sequence[float] | torch.Tensor | float | None = None,
+                    **kwargs) -> ForwardNetwork:
+    """A :class:`ForwardNetwork` with one network per replica: replica s is the network
+    ``ForwardNetwork(widths, seed=seeds[s], **kwargs)`` with its weights multiplied by
+    ``scales[s]`` (the initial weight scale relative to the init's default). A single number is
+    shared by every replica; S is the longer of ``seeds`` and ``scales``."""
+    seeds_l = [int(s) for s in _per_replica_values(seeds)]
+    scales_l = [1.0] if scales is None else [float(c) for c in _per_replica_values(scales)]
+    S = max(len(seeds_l), len(scales_l))
+    for name, values in (("seeds", seeds_l), ("scales", scales_l)):
+        if len(values) not in (1, S):
+            raise ValueError(f"{name}: received {len(values)} values, expected 1 or S = {S}")
+    seeds_l = seeds_l * S if len(seeds_l) == 1 else seeds_l
+    scales_l = scales_l * S if len(scales_l) == 1 else scales_l
+    base = ForwardNetwork(widths, seed=seeds_l if S > 1 else seeds_l[0], **kwargs)
+    if all(c == 1.0 for c in scales_l):
+        return base
+    c = torch.tensor(scales_l, dtype=base.dtype, device=base.device)[:, None, None]
+    return ForwardNetwork(widths, base.hidden_activation.name, base.output_activation.name,
+                          bias=base.biases is not None, dtype=base.dtype, device=base.device,
+                          weights=[w * c for w in base.weights], biases=base.biases)

@@ -45,6 +45,7 @@ from .circuit import Circuit, State
 from .dynamic_inversion import DynamicInversion
 from .network import ForwardNetwork
 from .feedback import random_feedback
+from .gates import Continuous, LayerSchedule, Schedule, Settled, Signals
 from .parameters import Population, Role, positive_float
 
 Update = list[tuple[torch.Tensor, torch.Tensor | None]]
@@ -240,7 +241,11 @@ class Plastic(Circuit):
         x, target: the first example (batch) ``[B, n_0]``, ``[B, n_L]``; :meth:`present` changes
             them (B must stay the same: it is part of the state's shape).
         eta: learning rate η per unit time (a number or S numbers).
-        gate: ``"settled"`` (the settle gate with rate threshold ``theta``) or ``"always"``.
+        gate: ``"settled"`` (:class:`~circuits.gates.Settled` with rate threshold ``theta``),
+            ``"always"`` (:class:`~circuits.gates.Continuous`), or a gate of the one protocol
+            :class:`~circuits.gates.Plasticity` whose signals this circuit has (``Settled``,
+            ``Continuous``, ``Schedule`` with a ``period``, ``LayerSchedule``): one factor per
+            layer multiplies that layer's weight change.
 
     The family's circuit is built (and validated) once, here. An evaluation rebinds it to the
     weights of the state and the presented example (:meth:`Family.bind`: the forward pass and
@@ -257,10 +262,21 @@ class Plastic(Circuit):
         if not isinstance(family, Family):
             raise TypeError(f"family: received {type(family).__name__}, expected a "
                             "circuits.plasticity.Family (ClosedForm, Settling, Targets)")
-        if gate not in GATES:
-            raise ValueError(f"gate: received {gate!r}, expected one of {list(GATES)}")
-        self.family, self.gate_kind = family, gate
         self.theta = positive_float("theta", theta)
+        if isinstance(gate, str):
+            if gate not in GATES:
+                raise ValueError(f"gate: received {gate!r}, expected one of {list(GATES)} or a "
+                                 "circuits.gates.Plasticity gate (Settled, Continuous, Schedule, "
+                                 "LayerSchedule)")
+            self.gate = Settled(self.theta) if gate == "settled" else Continuous()
+        elif isinstance(gate, (Settled, Continuous, Schedule, LayerSchedule)):
+            self.gate = gate
+        else:
+            raise ValueError(f"gate: received {type(gate).__name__}, expected one of "
+                             f"{list(GATES)} or a gate whose signals a Plastic circuit has "
+                             "(Settled, Continuous, Schedule with a period, LayerSchedule)")
+        self.family = family
+        self.gate_kind = gate if isinstance(gate, str) else type(gate).__name__
         probe = family.build(network, x, target)
         self._bind(probe.network, eta=eta)
         self.template = self.network            # widths, activations, dtype of every rebind
@@ -308,6 +324,11 @@ class Plastic(Circuit):
             [y[f"W_{l}"] for l in range(1, self.template.L + 1)],
             [y[f"b_{l}"] for l in range(1, self.template.L + 1)] if self.biased else None)
 
+    def outputs(self, y: State, x: torch.Tensor) -> torch.Tensor:
+        """The network's output ``r_L [S, M, n_L]`` on inputs ``x [M, n_0]`` with the weights of
+        ``y`` (for evaluation; every learning circuit has this)."""
+        return self.network_of(y).forward(x).r[-1]
+
     def initial_state(self) -> State:
         """The family circuit's initial state on the first example, and the initial weights."""
         y = {k: v for k, v in self.circuit.initial_state().items() if k in self.fast}
@@ -317,14 +338,16 @@ class Plastic(Circuit):
             y.update({f"b_{l}": b.clone() for l, b in enumerate(net.biases, 1)})
         return y
 
-    def _gate(self, y_fast: State, dy_fast: State) -> torch.Tensor | None:
-        """The settle gate ``[S, 1, 1]``, or None where it is always open."""
-        if self.gate_kind == "always" or not self.family.settles or not self.fast:
+    def _gates(self, t: float | None, y_fast: State, dy_fast: State
+               ) -> list[torch.Tensor] | None:
+        """The gate's factor per layer (``[S, 1, 1]`` or 0-d), or None where it is always open
+        (no factor to multiply by)."""
+        if isinstance(self.gate, Continuous):
             return None
-        sq = lambda d: sum(v.reshape(self.S, -1).pow(2).sum(-1) for v in d.values())  # noqa: E731
-        tiny = torch.finfo(self.template.dtype).tiny ** 0.5
-        rho = sq(dy_fast).sqrt() / (sq(y_fast).sqrt() + tiny)
-        return torch.exp(-(rho / self.theta) ** 2).view(self.S, 1, 1)
+        signals = Signals(settling=(y_fast, dy_fast) if self.family.settles else None,
+                          like=self.eta, layers=self.template.L)
+        gates, _ = self.gate.gates(t, {}, signals)
+        return gates
 
     def bound(self, y: State) -> Any:
         """The family's circuit on the weights of ``y`` and the presented example."""
@@ -334,9 +357,9 @@ class Plastic(Circuit):
         circuit = self.bound(y)
         fast = {k: y[k] for k in self.fast}
         out = dict(circuit.vector_field(t, fast)) if fast else {}
-        gate = self._gate(fast, out)
-        rate = self.eta if gate is None else self.eta * gate
+        gates = self._gates(t, fast, out)
         for l, (dW, db) in enumerate(self.family.updates(circuit, fast), 1):
+            rate = self.eta if gates is None else self.eta * gates[l - 1]
             out[f"W_{l}"] = rate * dW
             if self.biased:
                 out[f"b_{l}"] = rate * db
@@ -350,11 +373,11 @@ class Plastic(Circuit):
     def observe(self, y: State) -> State:
         obs = dict(y)
         fast = {k: y[k] for k in self.fast}
-        if fast and self.family.settles and self.gate_kind == "settled":
+        if fast and self.family.settles and isinstance(self.gate, Settled):
             lead = next(iter(fast.values())).shape[:-3]
             if lead:                                        # a trajectory: gate per time
                 return obs
-            obs["gate"] = self._gate(fast, self.bound(y).vector_field(0.0, fast))
+            obs["gate"] = self._gates(None, fast, self.bound(y).vector_field(0.0, fast))[0]
         return obs
 
 

@@ -39,6 +39,7 @@ from .parameters import Population, Role, as_replica_parameter, replica_count
 
 ERRORS = ("explicit", "leaky")
 PREDICTIONS = ("live", "fixed")
+RESETS = ("none", "feed_forward")
 
 
 class PredictiveCoding(Circuit):
@@ -52,6 +53,9 @@ class PredictiveCoding(Circuit):
         variances: σ²_ℓ, one number for every layer or a list of L (each a number or S numbers).
         tau_x: time constant of the value neurons (number or S numbers).
         eta: learning rate η (number or S numbers); used only with ``plasticity``.
+        reset: ``"feed_forward"`` makes every :meth:`present` with a state jump the values to the
+            feed-forward pass (Z-IL's C1 per example, for training in one integration with
+            ``Schedule.z_il(L, cycle=period)``); ``"none"`` (default) lets them run on.
         plasticity: a :class:`~circuits.gates.Plasticity` gate; weights and biases are then
             state (``W_ℓ``, ``b_ℓ``), else fixed at the network's.
         errors: ``explicit`` (ε a function of x) or ``leaky`` (ε a population with ``tau_eps``).
@@ -65,7 +69,7 @@ class PredictiveCoding(Circuit):
     def __init__(self, network: ForwardNetwork, x: torch.Tensor,
                  target: torch.Tensor | None = None, *, variances=1.0, tau_x=1.0, eta=0.0,
                  plasticity: Plasticity | None = None, errors: str = "explicit",
-                 tau_eps=0.1, predictions: str = "live"):
+                 tau_eps=0.1, predictions: str = "live", reset: str = "none"):
         if not isinstance(network, ForwardNetwork):
             raise TypeError(f"network: received {type(network).__name__}, expected a "
                             "circuits.ForwardNetwork")
@@ -75,6 +79,12 @@ class PredictiveCoding(Circuit):
                              "predictive-coding energy predicts the output value itself)")
         if errors not in ERRORS:
             raise ValueError(f"errors: received {errors!r}, expected one of {list(ERRORS)}")
+        if reset not in RESETS:
+            raise ValueError(f"reset: received {reset!r}, expected one of {list(RESETS)}")
+        if reset == "feed_forward" and plasticity is None:
+            raise ValueError("reset: received 'feed_forward' without plasticity, expected a "
+                             "plasticity gate (the reset reads the weights from the state)")
+        self.reset = reset
         if predictions not in PREDICTIONS:
             raise ValueError(f"predictions: received {predictions!r}, expected one of "
                              f"{list(PREDICTIONS)}")
@@ -122,11 +132,16 @@ class PredictiveCoding(Circuit):
     # -- the drive ---------------------------------------------------------------------------
 
     def present(self, x: torch.Tensor | None = None, target: torch.Tensor | None = None,
-                y: State | None = None, *, check: bool = True) -> None:
+                y: State | None = None, *, check: bool = True) -> State | None:
         """Change what the circuit sees between solves: a new input ``x`` (None keeps the
         current one) and the teacher (``target``; None removes it and frees the output).
         ``check=False`` checks shapes only (no host synchronisation: for a drive inside a
-        chunk of steps); ``y`` (the state at the jump) is not needed here."""
+        chunk of steps).
+
+        With ``reset="feed_forward"`` and the state at the jump ``y``, the presentation also
+        jumps the values to the feed-forward pass of the new input at the weights of ``y``
+        (Z-IL's condition C1 at every example, instead of settling to it) and returns those
+        populations (``x_ℓ``, zero ``eps_ℓ``) for the drive to put into the state."""
         net = self.network
         if x is not None:
             x = net.input(x, check_finite=check)
@@ -147,6 +162,14 @@ class PredictiveCoding(Circuit):
                 raise ValueError(f"target: received {self.target.shape[1]} examples, expected "
                                  f"B = {self.batch} like x")
             self.teacher = torch.ones((), dtype=net.dtype, device=net.device)
+        if self.reset == "feed_forward" and y is not None:
+            W, b = self.parameters(y)
+            fwd = net.with_parameters(W, b).forward(self.x, prepared=True)
+            jump = {f"x_{l}": a for l, a in enumerate(fwd.a, start=1)}
+            if self.leaky:
+                jump.update({f"eps_{l}": torch.zeros_like(a) for l, a in enumerate(fwd.a, 1)})
+            return jump
+        return None
 
     # -- state -------------------------------------------------------------------------------
 
@@ -183,6 +206,19 @@ class PredictiveCoding(Circuit):
         W = [y[f"W_{l}"] for l in range(1, self.L + 1)]
         b = None if net.biases is None else [y[f"b_{l}"] for l in range(1, self.L + 1)]
         return W, b
+
+    @property
+    def fast(self) -> list[str]:
+        """The populations that settle (values, errors, gate states): everything but the
+        weights (for stepping methods that treat them apart, ``solvers.train``'s
+        ``exp_partitioned``)."""
+        return [p.name for p in self.populations if p.role != Role.WEIGHT]
+
+    def outputs(self, y: State, x: torch.Tensor) -> torch.Tensor:
+        """The network's feed-forward output ``[S, M, n_L]`` on inputs ``x [M, n_0]`` with the
+        weights of ``y`` (for evaluation; every learning circuit has this)."""
+        W, b = self.parameters(y)
+        return self.network.with_parameters(W, b).forward(x).r[-1]
 
     # -- the dynamics ------------------------------------------------------------------------
 

@@ -4,38 +4,57 @@
   mode autodiff (one ``jvp`` per state coordinate, all replicas at once): ``[S, D, D]``.
 * :func:`analyse` gives the eigenvalues, the spectral abscissa ``max Re λ`` (continuous-time
   stability: < 0) and, for a fixed-step method and dt, the spectral radius of the method's
-  one-step amplification matrix (discrete stability: < 1). The amplification matrix is obtained by
-  taking one step of the method itself on the linear field ``Y ↦ J Y`` from ``Y = I``, so every
-  method in :mod:`solvers.methods` (exponential Euler included) is covered without a table of
-  stability functions.
+  one-step amplification matrix (discrete stability: < 1). The amplification matrix is the
+  method's stability function evaluated at ``dt J`` (:func:`amplification`): e^z's Taylor
+  polynomial of degree p for the explicit Runge-Kutta methods with p stages and order p (Euler,
+  Heun, midpoint, RK4), and ``I + dt φ₁(−dt λ) J`` for exponential Euler with leak λ.
 * :func:`stabilise_feedback` descends the smoothed spectral abscissa (Vanbiervliet et al. 2009,
   as Podlaski & Machens did for random B), two Lyapunov solves per step.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from solvers.methods import get_method, rk_step
-from solvers.state import Layout
-
 from .circuit import Circuit, State
+
+#: Explicit Runge-Kutta methods whose order equals their number of stages (p ≤ 4): whatever the
+#: tableau, their stability function is ``Σ_{k ≤ p} z^k / k!``.
+RUNGE_KUTTA_ORDER = {"euler": 1, "heun": 2, "midpoint": 2, "rk4": 4}
+#: The fixed-step methods :func:`amplification` knows the stability function of.
+STEPPING_METHODS = (*RUNGE_KUTTA_ORDER, "exp_euler")
+
+
+def flatten_replicas(y: State, like: State | None = None) -> torch.Tensor:
+    """``{name: [S, ...]}`` → ``[S, D]``: each population flattened per replica, populations in
+    the key order of ``like`` (default: ``y``'s own)."""
+    names = list(y if like is None else like)
+    S = y[names[0]].shape[0]
+    return torch.cat([y[n].reshape(S, -1) for n in names], dim=1)
+
+
+def unflatten_replicas(flat: torch.Tensor, like: State) -> State:
+    """``[S, D]`` → ``{name: [S, ...]}`` with the names and shapes of ``like`` (the inverse of
+    :func:`flatten_replicas`)."""
+    sizes = [math.prod(v.shape[1:]) for v in like.values()]
+    return {name: part.reshape(v.shape)
+            for (name, v), part in zip(like.items(), flat.split(sizes, dim=-1))}
 
 
 def jacobian(circuit: Circuit, y: State, t: float = 0.0) -> torch.Tensor:
-    """``∂f/∂y`` per replica, ``[S, D, D]``, in the order of
-    :meth:`solvers.Layout.pack_by_replica`."""
-    layout = Layout(y)
-    y_flat = layout.pack_by_replica(y)
+    """``∂f/∂y`` per replica, ``[S, D, D]``, in the order of :func:`flatten_replicas`."""
+    y_flat = flatten_replicas(y)
 
     def f(flat: torch.Tensor) -> torch.Tensor:
-        return layout.pack_by_replica(circuit.vector_field(t, layout.unpack_by_replica(flat)))
+        # a vector field may return its populations in another order than the state's
+        return flatten_replicas(circuit.vector_field(t, unflatten_replicas(flat, y)), like=y)
 
-    D = layout.size
+    S, D = y_flat.shape
     basis = torch.eye(D, dtype=y_flat.dtype, device=y_flat.device)[:, None, :]
-    basis = basis.expand(D, layout.replicas, D)
+    basis = basis.expand(D, S, D)
     cols = torch.func.vmap(lambda v: torch.func.jvp(f, (y_flat,), (v,))[1])(basis)
     return cols.permute(1, 2, 0)
 
@@ -57,26 +76,61 @@ class StabilityReport:
         return self.stable if self.step_stable is None else self.stable & self.step_stable
 
 
+def check_stepping_method(method: str) -> None:
+    if method not in STEPPING_METHODS:
+        raise ValueError(f"method: received {method!r}, expected one of {list(STEPPING_METHODS)} "
+                         "(the fixed-step methods whose stability function is known here; an "
+                         "adaptive method has none: pass method=None)")
+
+
+def taylor_polynomial(Z: torch.Tensor, degree: int) -> torch.Tensor:
+    """``Σ_{k ≤ degree} Z^k / k!`` of square matrices ``Z [..., D, D]`` (Horner's scheme)."""
+    eye = torch.eye(Z.shape[-1], dtype=Z.dtype, device=Z.device).expand_as(Z)
+    R = eye
+    for k in range(degree, 0, -1):
+        R = eye + (Z @ R) / k
+    return R
+
+
+def phi1(z: torch.Tensor) -> torch.Tensor:
+    """φ₁(z) = (eᶻ − 1)/z, with φ₁(0) = 1, accurate near 0 (expm1)."""
+    small = z.abs() < 1e-8
+    safe = torch.where(small, torch.ones_like(z), z)
+    return torch.where(small, 1.0 + z / 2, torch.expm1(safe) / safe)
+
+
+def exponential_euler_amplification(J: torch.Tensor, dt: float,
+                                    leak: torch.Tensor | None = None) -> torch.Tensor:
+    """``I + dt diag(φ₁(−dt λ)) J``: exponential Euler's step ``y + dt φ₁(−dt λ) f(y)`` on
+    ``f = J y`` (``leak`` λ ``[S, D]``; None: λ = 0, forward Euler)."""
+    eye = torch.eye(J.shape[-1], dtype=J.dtype, device=J.device).expand_as(J)
+    if leak is None:
+        return eye + dt * J
+    return eye + (dt * phi1(-dt * leak))[..., None] * J
+
+
 def amplification(J: torch.Tensor, method: str, dt: float,
                   leak: torch.Tensor | None = None) -> torch.Tensor:
-    """One-step matrix ``A`` with ``y_{n+1} = A y_n`` for ``dy/dt = J y`` (``leak`` ``[S, D]``
-    is the decay rate exponential Euler treats exactly)."""
-    tableau = get_method(method)
-    eye = torch.eye(J.shape[-1], dtype=J.dtype, device=J.device).expand_as(J)
-    return rk_step(tableau, lambda t, Y: J @ Y, 0.0, eye, dt,
-                   None if leak is None else leak[..., None])[0]
+    """One-step matrix ``A [S, D, D]`` with ``y_{n+1} = A y_n`` for ``dy/dt = J y`` (``J``
+    ``[S, D, D]``; ``leak`` ``[S, D]`` is the decay rate exponential Euler treats exactly)."""
+    check_stepping_method(method)
+    if method == "exp_euler":
+        return exponential_euler_amplification(J, dt, leak)
+    return taylor_polynomial(dt * J, RUNGE_KUTTA_ORDER[method])
 
 
 def analyse(J: torch.Tensor, method: str | None = None, dt: float | None = None,
             leak: torch.Tensor | None = None, tol: float = 1e-10) -> StabilityReport:
     """Stability of ``dy/dt = J y`` per replica (``J`` ``[S, D, D]``)."""
+    if method is not None:
+        check_stepping_method(method)
+        if dt is None:
+            raise ValueError("dt: received None, expected a step size with method "
+                             f"{method!r}")
     ev = torch.linalg.eigvals(J)
     abscissa = ev.real.amax(dim=-1)
     report = StabilityReport(ev, abscissa, abscissa < -tol)
     if method is not None:
-        if dt is None:
-            raise ValueError("dt: received None, expected a step size with method "
-                             f"{method!r}")
         radius = torch.linalg.eigvals(amplification(J, method, dt, leak)).abs().amax(dim=-1)
         report.spectral_radius = radius
         report.step_stable = radius < 1 - tol
@@ -87,13 +141,12 @@ def analyse_circuit(circuit: Circuit, y: State | None = None, method: str | None
                     dt: float | None = None) -> StabilityReport:
     """:func:`analyse` of a circuit's linearisation at ``y`` (default: its initial state)."""
     y = circuit.initial_state() if y is None else y
-    layout = Layout(y)
     leak = None
-    if method is not None and get_method(method).exponential:
+    if method == "exp_euler":
         rates = circuit.leak(y)
-        leak = layout.pack_by_replica({n: torch.as_tensor(rates.get(n, 0.0), dtype=layout.dtype,
-                                               device=layout.device).expand_as(y[n])
-                            for n in layout.names})
+        leak = flatten_replicas({n: torch.as_tensor(rates.get(n, 0.0), dtype=v.dtype,
+                                                    device=v.device).expand_as(v)
+                                 for n, v in y.items()})
     return analyse(jacobian(circuit, y), method, dt, leak)
 
 

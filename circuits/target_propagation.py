@@ -27,6 +27,12 @@ settle, :meth:`TargetPropagation.weight_updates` gives DTP1, DTP1 scaled by each
 influence on the loss (:func:`influence_scaled`, the scale carried as a scalar so no squared norm
 of a tiny target change is formed) or the local-loss step. The online rule is refused under
 ``iterated_input``, whose targets start at ``g_ℓ(h_ℓ)`` rather than ``h_{ℓ-1}``.
+
+Training (online mode) is one :func:`solvers.train` integration: at each jump
+:meth:`TargetPropagation.present` shows the next batch, rebinds the forward pass (and ``f_ℓ``)
+to the weights of the state there, asks a feedback function for the batch's decoders or Q's,
+and restarts the targets at the new forward pass, so each presentation is exactly one settle
+of the online rule (η·DTP1 at γ = 0).
 """
 from __future__ import annotations
 
@@ -113,11 +119,17 @@ class TargetPropagation(CreditCircuit):
         rule: one of :data:`RULES`.
         beta: the output nudge β (number or S numbers).
         tau: T, the targets' time constant; ``tau_out``: the output target's (default T).
-        decoders: ``[g_2, ..., g_L]`` (decoder rules), each a :class:`Decoder`.
+        decoders: ``[g_2, ..., g_L]`` (decoder rules), each a :class:`Decoder`, or a function
+            ``(network, x [S, B, n_0]) → [g_2, ..., g_L]`` called now and at every
+            :meth:`present` (e.g. :class:`circuits.LearnedFeedback`: decoders learned between
+            presentations).
         feedback: ``[Q_1, ..., Q_{L-1}]`` each ``[S, n_ℓ, n_L]`` (``ddtp_linear``/``dfa``), or
             ``"gauss_newton"`` (the damped pseudo-inverse ``J̄ᵀ(J̄J̄ᵀ + λI)⁻¹`` at the
-            feed-forward pass, batch-averaged; ``damping`` = λ) or ``"random"`` (seeded).
-        online_gamma: make weights state with the online rule and this decay γ (None: fixed).
+            feed-forward pass, batch-averaged; ``damping`` = λ; recomputed at every
+            :meth:`present`) or ``"random"`` (seeded), or a function ``(network, x) → [Q_ℓ]``
+            called now and at every :meth:`present`.
+        online_gamma: make weights state with the online rule and this decay γ (None: fixed);
+            the circuit is then a learning circuit for :func:`solvers.train` (:meth:`present`).
         online_form: ``"dtp1"`` (``n = r/(‖r‖² + 1)``: integrates to η·DTP1) or
             ``"local_loss"`` (``n = r``: integrates to η times the local-loss gradient step,
             :meth:`weight_updates` ``form="local_loss"``).
@@ -151,6 +163,7 @@ class TargetPropagation(CreditCircuit):
                              "rate at which hidden targets leak towards the forward pass)")
         self.anchor = float(anchor)
         self._prepare_drive(x, target)
+        self._feedback_fn = None
         self.online = online_gamma is not None
         if self.online:
             self.eta = positive_float("online_eta", online_eta)
@@ -170,16 +183,15 @@ class TargetPropagation(CreditCircuit):
         self._derive(True)
         if self.direct:
             self.damping = damping
+            if _is_function(feedback):
+                self._feedback_fn, feedback = feedback, feedback(net, self.x)
             self.gauss_newton = feedback is None and rule == "ddtp_linear" \
                 or (isinstance(feedback, str) and feedback == "gauss_newton")
             self.feedback = self._feedback(feedback, damping, feedback_seed)
         else:
-            if decoders is None or len(decoders) != self.L - 1 or not all(
-                    isinstance(g, Decoder) for g in decoders):
-                raise ValueError(f"decoders: received {describe(decoders)}, expected "
-                                 f"{self.L - 1} circuits.target_propagation.Decoder objects "
-                                 f"[g_2, ..., g_L] for rule {rule!r}")
-            self.decoders = list(decoders)
+            if _is_function(decoders):
+                self._feedback_fn, decoders = decoders, decoders(net, self.x)
+            self.decoders = self._checked_decoders(decoders)
         widths = net.widths
         if rule == "iterated_input":
             self.populations = [Population(f"u_{l}", Role.TARGET, widths[l], l)
@@ -194,6 +206,15 @@ class TargetPropagation(CreditCircuit):
             if net.biases is not None:
                 self.populations += [Population(f"b_{l}", Role.WEIGHT, widths[l], l)
                                      for l in range(1, self.L + 1)]
+
+    def _checked_decoders(self, decoders) -> list[Decoder]:
+        if not isinstance(decoders, (list, tuple)) or len(decoders) != self.L - 1 or not all(
+                isinstance(g, Decoder) for g in decoders):
+            raise ValueError(f"decoders: received {describe(decoders)}, expected "
+                             f"{self.L - 1} circuits.target_propagation.Decoder objects "
+                             f"[g_2, ..., g_L] for rule {self.rule!r} (or a function "
+                             "(network, x) returning them)")
+        return list(decoders)
 
     def _derive(self, compact_weights: bool) -> None:
         net = self.network
@@ -221,6 +242,67 @@ class TargetPropagation(CreditCircuit):
         presentation. Given, random and decoder feedback are left as they are."""
         if self.direct and self.gauss_newton:
             self.feedback = self._feedback("gauss_newton", self.damping, 0)
+
+    # -- training as integration (online mode) ---------------------------------------------
+
+    def network_of(self, y: State) -> ForwardNetwork:
+        """The forward network with the weights of state ``y`` (online mode)."""
+        if not self.online:
+            raise ValueError("y: the weights of a state were asked for, but this circuit has "
+                             "none (online_gamma=None); pass online_gamma=0.0 to make the "
+                             "weights state")
+        L, net = self.L, self.network
+        return net.with_parameters([y[f"W_{l}"] for l in range(1, L + 1)],
+                                   None if net.biases is None else
+                                   [y[f"b_{l}"] for l in range(1, L + 1)])
+
+    def present(self, x: torch.Tensor, target: torch.Tensor, y: State | None = None, *,
+                check: bool = True) -> State:
+        """Show a new batch ``x [B, n_0]``, ``target [B, n_L]`` (B as before: it is part of the
+        state's shape); :func:`solvers.train` calls this at each jump with the state ``y``
+        there. The circuit is rebound to the weights of ``y`` (forward pass, ``f_ℓ``, output
+        nudge), the feedback function (if one was given) computes this batch's decoders / Q's,
+        ``"gauss_newton"`` feedback is recomputed, and the targets restart at the new forward
+        pass: the returned ``{tau_ℓ: h_ℓ}`` is the jump of the target populations (a reset map
+        the drive applies to the state). ``y=None``: the weights the circuit holds.
+        ``check=False`` checks shapes only (no host synchronisation). Online mode only
+        (``online_gamma`` given)."""
+        if not self.online:
+            raise TypeError("circuit: received a TargetPropagation without weights in its "
+                            "state (online_gamma=None), expected a learning circuit: pass "
+                            "online_gamma=0.0, or use circuits.Plastic(circuits.Targets(...))")
+        if target is None:
+            raise ValueError("target: received None, expected a target [B, n_L] (target "
+                             "propagation nudges the output towards it)")
+        net = self.network if y is None else self.network_of(y)
+        x = net.input(x, check_finite=check)
+        given = net.output_like(target, check_finite=check)
+        if x.shape[1] != self.batch or given.shape[1] != self.batch:
+            raise ValueError(f"x, target: received {x.shape[1]} and {given.shape[1]} examples, "
+                             f"expected B = {self.batch} (the batch is part of the state's "
+                             "shape)")
+        self.network, self.x, self.given = net, x, given
+        self._derive(False)
+        if self._feedback_fn is not None:
+            given_fb = self._feedback_fn(net, x)
+            if self.direct:
+                self.feedback = self._feedback(given_fb, self.damping, 0)
+            else:
+                self.decoders = self._checked_decoders(given_fb)
+        else:
+            self.refresh_feedback()
+        return {f"tau_{l}": h.clone() for l, h in enumerate(self.h, start=1)}
+
+    def target_angles(self, y: State, damping: float = 1e-3) -> dict[str, torch.Tensor]:
+        """Per replica ``[S]``: the angle (degrees) between the hidden target changes
+        ``τ_ℓ − h_ℓ`` (ℓ < L, batch and layers flattened together) and backprop's step
+        ``β·δ_ℓ`` (``"backprop"``) and the damped Gauss-Newton target step
+        ``β J̄_ℓᵀ(J̄_ℓJ̄_ℓᵀ + λI)⁻¹δ_L`` (``"gauss_newton"``, λ = ``damping``)."""
+        net, fwd = self.network, self.fwd
+        change = self.credits(y)[:-1]
+        bp = credit.backprop(net, fwd, self.delta_L)[:-1]
+        gn = credit.gauss_newton(net, fwd, self.delta_L, damping=damping)[:-1]
+        return {"backprop": credit.angle(change, bp), "gauss_newton": credit.angle(change, gn)}
 
     def _feedback(self, feedback, damping: float, seed: int) -> list[torch.Tensor]:
         net, S = self.network, self.S
@@ -348,6 +430,11 @@ class TargetPropagation(CreditCircuit):
             dW = (d.transpose(-1, -2) @ n) / d.shape[-2]
             out.append((dW, (d * nb).mean(-2, keepdim=True) if has_b else None))
         return out
+
+
+def _is_function(value) -> bool:
+    """A feedback function ``(network, x) → feedback`` (not a list, a string or a decoder)."""
+    return callable(value) and not isinstance(value, (Decoder, torch.Tensor, str, list, tuple))
 
 
 def influence_scaled(changes: Sequence[torch.Tensor]) -> list[torch.Tensor]:

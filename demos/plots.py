@@ -108,12 +108,138 @@ def settling_figure(path: str | Path, ts: np.ndarray, traces: Sequence[Trace],
     if keep.any():
         axes[-1].set_xlim(ts[keep][0], ts[keep][-1])
     axes[-1].set_xlabel("time t (units of τ)" + (", log scale" if xscale == "log" else ""))
+    return save_figure(fig, path, title)
+
+
+def save_figure(fig, path: str | Path, title: str | None = None, dpi: int = 110) -> Path:
+    """Give ``fig`` its title, write it to ``path`` (folders created) and close it."""
+    path = Path(path)
     if title:
         fig.suptitle(title, fontsize="medium")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+__all__ = ["ROLE_ORDER", "Trace", "layer_colour", "settling_figure", "save_figure"]
+
+
+def accuracy_bars(path: str | Path, accuracy: Mapping[str, Mapping[str, Sequence[float] | float]],
+                  *, colours: Mapping[str, str] | None = None, title: str = "",
+                  ylabel: str = "test accuracy (mean ± std over seeds; dots: seeds)",
+                  chance: float | None = 0.5, ylim: tuple[float, float] = (0.4, 1.0)) -> Path:
+    """One bar per method (``accuracy[name] = {"mean", "std", "per_seed"}``): mean ± std,
+    every seed as a dot, the mean written under the bar, chance level dotted."""
+    path = Path(path)
+    names = list(accuracy)
+    fig, ax = plt.subplots(figsize=(1.5 * len(names), 4.0), layout="constrained")
+    for i, name in enumerate(names):
+        a = accuracy[name]
+        ax.bar(i, a["mean"], yerr=a["std"], color=(colours or {}).get(name, "0.5"), alpha=0.8,
+               capsize=5)
+        ax.plot([i] * len(a["per_seed"]), a["per_seed"], "o", color="k", ms=3.5, alpha=0.7)
+        ax.text(i, ylim[0] + 0.02, f"{a['mean']:.3f}\n±{a['std']:.3f}", ha="center",
+                fontsize="small")
+    if chance is not None:
+        ax.axhline(chance, color="0.5", ls=":", lw=1.0)
+        ax.text(len(names) - 0.45, chance + 0.005, "chance", ha="right", va="bottom",
+                color="0.4", fontsize="small")
+    ax.set_xticks(range(len(names)), [n.replace("_", "\n") for n in names])
+    ax.set_ylim(*ylim)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize="medium")
+    ax.grid(alpha=0.3, axis="y")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-__all__ = ["ROLE_ORDER", "Trace", "layer_colour", "settling_figure"]
+@dataclass
+class Panel:
+    """One panel of :func:`band_figure`: ``curves[label]`` is ``[T, S]`` over ``x [T]`` (S
+    seeds or replicas), drawn as the mean over S with a min–max band; ``vlines`` are dotted."""
+
+    title: str
+    x: np.ndarray
+    curves: Mapping[str, np.ndarray]
+    xlabel: str = ""
+    colours: Mapping[str, str] | None = None
+    vlines: Sequence[float] = ()
+
+
+def band_figure(path: str | Path, panels: Sequence[Panel], *, ylabel: str = "",
+                ylim: tuple[float, float] | None = None, hline: float | None = None,
+                title: str = "") -> Path:
+    """Panels side by side sharing y; the legend goes in the first panel with several curves."""
+    path = Path(path)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.8), sharey=True,
+                             squeeze=False, layout="constrained")
+    axes = axes[0]
+    legend = next((i for i, p in enumerate(panels) if len(p.curves) > 1), None)
+    for i, (ax, panel) in enumerate(zip(axes, panels)):
+        x = np.asarray(panel.x, dtype=float)
+        for j, (label, curve) in enumerate(panel.curves.items()):
+            curve = np.asarray(curve, dtype=float).reshape(len(x), -1)
+            colour = (panel.colours or {}).get(label, f"C{j % 10}")
+            ax.plot(x, curve.mean(1), color=colour, lw=1.5, label=label)
+            ax.fill_between(x, curve.min(1), curve.max(1), color=colour, alpha=0.15)
+        for v in panel.vlines:
+            ax.axvline(v, color="0.6", ls=":", lw=1.0)
+        if hline is not None:
+            ax.axhline(hline, color="0.7", ls=":", lw=0.8)
+        ax.set_xlabel(panel.xlabel)
+        ax.set_title(panel.title, fontsize="medium")
+        ax.grid(alpha=0.3)
+        if i == legend:
+            ax.legend(fontsize="small", loc="lower right")
+    if ylim is not None:
+        axes[0].set_ylim(*ylim)
+    axes[0].set_ylabel(ylabel)
+    return save_figure(fig, path, title)
+
+
+def region_grid_figure(path: str | Path, maps: Mapping[str, Sequence[np.ndarray | None]], *,
+                       extent: tuple[float, float, float, float] = (-1, 1, -1, 1),
+                       points: np.ndarray | None = None, labels: np.ndarray | None = None,
+                       columns: Sequence[str] = (), missing: str = "", title: str = "",
+                       colorbar: str = "") -> Path:
+    """Rows of 2-D maps in [0, 1] (``maps[row][column]`` is ``[n, n]`` over ``extent``, or None:
+    a panel saying ``missing``), each with its ½ contour in white and ``points [N, 2]``
+    coloured by ``labels [N]``."""
+    path = Path(path)
+    rows = list(maps)
+    n_cols = max(len(v) for v in maps.values())
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(2.6 * n_cols, 2.5 * len(rows)),
+                             squeeze=False, layout="constrained")
+    image = None
+    for i, row in enumerate(rows):
+        for j in range(n_cols):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            z = maps[row][j] if j < len(maps[row]) else None
+            if z is None:
+                ax.text(0.5, 0.5, missing, ha="center", va="center", transform=ax.transAxes,
+                        color="0.4")
+            else:
+                z = np.asarray(z, dtype=float)
+                image = ax.imshow(z, origin="lower", extent=extent, cmap="cividis", vmin=0,
+                                  vmax=1, aspect="equal")
+                ax.contour(np.linspace(extent[0], extent[1], z.shape[1]),
+                           np.linspace(extent[2], extent[3], z.shape[0]), z, levels=[0.5],
+                           colors="w", linewidths=1.0)
+                if points is not None:
+                    ax.scatter(points[:, 0], points[:, 1], c=labels, s=3, cmap="plasma",
+                               alpha=0.6)
+            if i == 0 and j < len(columns):
+                ax.set_title(columns[j], fontsize="small")
+            if j == 0:
+                ax.set_ylabel(row.replace("_", "\n"), fontsize="small")
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.6, label=colorbar)
+    return save_figure(fig, path, title, dpi=100)
+
+
+__all__ += ["Panel", "accuracy_bars", "band_figure", "region_grid_figure"]

@@ -4,50 +4,32 @@
                                                 [--backprop-steps 300] [--device cpu] [--quick]
 
 Mertens' notebook (seed 004, SPEC §6): every hidden layer ℓ of a 2-100-100-10-1 Mish network with
-per-example L2 normalisation of each hidden layer and a sigmoid output gets a bias-free linear
-decoder ``D_ℓ`` and learns on its own loss ``mean (D_ℓ r_ℓ − y)²``; the output layer learns on
-the BCE of its output. No signal comes from above. Task ``signed_xor``: ``x ~ U(−1, 1)²``, label
-1 if ``x_0 x_1 ≥ 0``; 1000 training and 1000 test points.
+per-example L2 normalisation and a sigmoid output learns on its own loss ``mean (D_ℓ r_ℓ − y)²``
+through a bias-free linear decoder ``D_ℓ``, the output layer on its BCE; no signal comes from
+above. Task ``signed_xor``: ``x ~ U(−1, 1)²``, label ``x_0 x_1 ≥ 0``, 1000 training and 1000 test
+points. Methods: ``backprop`` (the same start trained end to end on the BCE by full-batch
+``torch.optim.Rprop``, lr 0.01, with autograd; the notebook used minibatches of 100) and
+:class:`circuits.LocalDecoders` under a ``sequential`` :class:`LayerSchedule` (layer ℓ learns
+during [(ℓ−1)P, ℓP), P = ``period``) or a ``parallel`` one (every layer for L·P), with decoders
+``trained`` with their layer or ``fixed`` at their random start (the public code's read-outs).
 
-Methods (one row each in ``summary["accuracy"]``):
+Each circuit is trained by :func:`solvers.train` (Euler, step ``dt``; every seed a replica):
+weights, biases and decoders are the ODE state and learning is gradient flow on the full
+training set at rate η, so ``eta·dt`` is the step of the equivalent full-batch gradient descent
+(keep it ≤ 1: a decoder's loss has curvature up to 2). The data are constant, so the stream
+shows the training set at every k and a presentation is one recording interval of
+``record_every`` steps, after which ``on_chunk`` records the learning curves; the schedule's
+gates read the absolute time, which ``train`` keeps.
 
-* ``backprop``: the same network from the same start, trained end to end on the BCE by
-  full-batch **Rprop** (``torch.optim.Rprop`` with its defaults, lr 0.01; the notebook used Rprop
-  on minibatches of 100) with autograd, for ``backprop_steps`` steps;
-* ``sequential_trained`` / ``sequential_fixed``: :class:`circuits.LocalDecoders` with a
-  sequential :class:`LayerSchedule` (layer ℓ learns during [(ℓ−1)P, ℓP), P = ``period``),
-  decoders learned with the layer or kept at their random start (the public code's fixed
-  read-outs);
-* ``parallel_trained`` / ``parallel_fixed``: every layer learns for the same total time L·P.
+The flow is stiff where the normalisation is (``r = m/‖m‖`` has Jacobian ``(I − r rᵀ)/‖m‖`` and
+some ``‖m_ℓ‖`` shrink to 0.02–0.1 while a layer learns), so Euler overshoots and the active
+layer's loss jumps up for a step even at dt = 0.05 (``summary["local_loss_rise"]``, see
+:func:`loss_rise`). Trained decoders are robust to it (float32 and float64 agree to 1e-3); the
+fixed-decoder sequential runs are not: rounding-level differences move their accuracy (0.86 ±
+0.01 in float32, 0.56 ± 0.08 in float64 in one version), the unstable steps amplifying them.
 
-The circuits are integrated by :func:`solvers.solve` (Euler, step ``dt``): weights, biases and
-decoders are the ODE state, learning is gradient flow on the full training set at rate η per
-unit time, so ``eta·dt`` is the step size of the equivalent full-batch gradient descent (a
-decoder's loss has curvature up to 2, rates being unit vectors, so ``eta·dt`` must stay ≤ 1).
-Every seed is one replica of the replica axis S: one solve per circuit method.
-
-The flow is stiff where the normalisation is: ``r = m/‖m‖`` has Jacobian ``(I − r rᵀ)/‖m‖``,
-and while a layer learns, some examples' ``‖m_ℓ‖`` shrink (to 0.02–0.1 on signed XOR), so
-Euler overshoots and the active layer's loss jumps up for a step even at dt = 0.05 — which exact
-gradient flow on a frozen input never does. ``summary["local_loss_rise"]`` measures it. The
-trained-decoder results are robust to it (float32 and float64 agree to 1e-3); the fixed-decoder
-sequential runs are not: their layers' ‖m‖ keep shrinking, and the default run gave test
-accuracy 0.86 ± 0.01 in float32 but 0.56 ± 0.08 in float64 (four of five seeds collapsed to a
-constant output), a rounding-level difference amplified by the unstable steps.
-
-Writes ``DIR/summary.json``::
-
-    {"accuracy": {METHOD: {"mean", "std", "per_seed"}},        # test accuracy of the output
-     "train_accuracy": {...}, "layer_accuracy": {METHOD: {"mean": [L], "per_seed": [[L]]}},
-     "seeds": [...], "seconds": float, "method_seconds": {...}, "status": {...},
-     "config": {...}, "figures": [...]}
-
-(std is the sample standard deviation over seeds, 0 for one seed; ``layer_accuracy`` is the
-test accuracy of each hidden layer read through its decoder, and of the output for ℓ = L;
-``local_loss_rise[METHOD]`` per layer, see :func:`loss_rise`), and
-the figures ``accuracy.png`` (test accuracy per method, mean ± std and every seed),
-``learning_curves.png`` (test accuracy of every layer's read-out over time) and
-``decision_regions.png`` (seed 0: each layer's decoded decision region, per method).
+Writes ``DIR/summary.json`` (per method: test/train accuracy ``{"mean", "std" (ddof 1),
+"per_seed"}``, each layer's decoded test accuracy, ...) and three figures (see :func:`figures`).
 """
 from __future__ import annotations
 
@@ -61,33 +43,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import matplotlib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
+from circuits import ForwardNetwork, LayerSchedule, LocalDecoders
+from solvers import train
 
-from circuits import ForwardNetwork  # noqa: E402
-from circuits.local_decoders import LayerSchedule, LocalDecoders  # noqa: E402
-from solvers import solve  # noqa: E402
-
-from .config import dataclass_config, intra_op_threads, run_cli  # noqa: E402
-from .datasets import signed_xor  # noqa: E402
-from .plots import layer_colour  # noqa: E402
+from .config import dataclass_config, intra_op_threads, run_cli
+from .datasets import signed_xor
+from .plots import Panel, accuracy_bars, band_figure, layer_colour, region_grid_figure
 
 LOCAL_METHODS = ("sequential_trained", "sequential_fixed", "parallel_trained", "parallel_fixed")
 METHODS = ("backprop",) + LOCAL_METHODS
 DTYPES = ("float32", "float64")
+COLOURS = {"backprop": "0.35", "sequential_trained": "tab:blue", "sequential_fixed": "tab:cyan",
+           "parallel_trained": "tab:red", "parallel_fixed": "tab:orange"}
 
 
 @dataclass(frozen=True)
 class Config:
-    """The demo's parameters (each also a command-line flag)."""
+    """The demo's parameters (the main ones also command-line flags)."""
 
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)   # network and decoder seeds: replicas of one solve
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)   # network and decoder seeds: replicas of one run
     data_seed: int = 0                         # the training and test sets
     n_train: int = 1000
     n_test: int = 1000
@@ -96,40 +75,44 @@ class Config:
     eta_decoders: float | None = None   # η_D (default η)
     period: float = 150.0           # time each layer learns for (sequential); parallel: L·period
     dt: float = 1.0                 # Euler step: η·dt is the gradient-descent step size
-    record_every: int = 10          # steps between recorded points of the learning curves
+    record_every: int = 10          # steps per recorded point (one presentation of train)
     backprop_steps: int = 300       # full-batch Rprop steps of the backprop baseline
     backprop_lr: float = 0.01       # Rprop's initial step size (torch's default)
     grid: int = 120                 # decision-region grid points per axis
-    dtype: str = "float32"          # float32 is 2.4x faster on CPU (see the module docstring on
-                                    # what rounding changes)
+    dtype: str = "float32"          # 2.4x faster than float64 on CPU (see the docstring)
     device: str = "cpu"
     threads: int = 1                # torch intra-op threads (tiny tensors: more only adds sync)
 
     def __post_init__(self):
-        if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0
-                                 for s in self.seeds) or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds: received {list(self.seeds)!r}, expected distinct "
-                             "integers ≥ 0 (at least one)")
-        if len(self.widths) < 3 or any(isinstance(n, bool) or not isinstance(n, int) or n < 1
-                                       for n in self.widths) \
-                or self.widths[0] != 2 or self.widths[-1] != 1:
-            raise ValueError(f"widths: received {list(self.widths)!r}, expected [2, n_1, ..., 1]"
-                             " (2 inputs, at least one hidden layer, one sigmoid output)")
+        def fail(name: str, got: Any, expected: str):
+            raise ValueError(f"{name}: received {got!r}, expected {expected}")
+
+        def whole(v: Any, low: int) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool) and v >= low
+        if not self.seeds or not all(whole(s, 0) for s in self.seeds) \
+                or len(set(self.seeds)) < len(self.seeds):
+            fail("seeds", list(self.seeds), "distinct integers ≥ 0 (at least one)")
+        if len(self.widths) < 3 or not all(whole(n, 1) for n in self.widths) \
+                or (self.widths[0], self.widths[-1]) != (2, 1):
+            fail("widths", list(self.widths), "[2, n_1, ..., 1] (2 inputs, at least one hidden "
+                 "layer, one sigmoid output)")
         for name in ("n_train", "n_test", "record_every", "backprop_steps", "grid", "threads"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: received {v!r}, expected an integer ≥ 1")
+            if not whole(getattr(self, name), 1):
+                fail(name, getattr(self, name), "an integer ≥ 1")
         for name in ("eta", "period", "dt", "backprop_lr") + (
                 ("eta_decoders",) if self.eta_decoders is not None else ()):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
                     or v <= 0:
-                raise ValueError(f"{name}: received {v!r}, expected a finite number > 0")
+                fail(name, v, "a finite number > 0")
         if self.dt > self.period:
-            raise ValueError(f"dt: received {self.dt!r}, expected at most period = "
-                             f"{self.period!r} (each layer needs at least one step)")
+            fail("dt", self.dt, f"at most period = {self.period!r} (each layer needs a step)")
+        n = self.L * self.period / self.interval
+        if abs(n - round(n)) > 1e-9 * n:
+            fail("dt", self.dt, f"record_every·dt (record_every = {self.record_every}) to divide "
+                 f"the duration L·period = {self.L * self.period:g}: change dt or period")
         if self.dtype not in DTYPES:
-            raise ValueError(f"dtype: received {self.dtype!r}, expected one of {list(DTYPES)}")
+            fail("dtype", self.dtype, f"one of {list(DTYPES)}")
         try:
             torch.device(self.device)
         except (RuntimeError, TypeError) as err:
@@ -139,6 +122,11 @@ class Config:
     @property
     def L(self) -> int:
         return len(self.widths) - 1
+
+    @property
+    def interval(self) -> float:
+        """Time between recorded points: the period of one presentation of ``train``."""
+        return self.record_every * self.dt
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -157,8 +145,6 @@ def load(config: Config | Mapping[str, Any] | None = None) -> Config:
     return dataclass_config(Config, config, ("widths", "seeds"))
 
 
-# -- the task and the network -----------------------------------------------------------------
-
 def datasets(cfg: Config) -> dict[str, torch.Tensor]:
     """Training and test sets (disjoint draws of one generator) on the config's device/dtype."""
     task = signed_xor(cfg.n_train, cfg.n_test, cfg.data_seed)     # one-hot; column 1 = label
@@ -169,80 +155,58 @@ def datasets(cfg: Config) -> dict[str, torch.Tensor]:
 
 def initial_network(cfg: Config) -> ForwardNetwork:
     """S = len(seeds) replicas with ``nn.Linear``'s initialisation: W and b ~ U(±1/√n_in)."""
-    seeds = list(cfg.seeds)
-    net = ForwardNetwork(list(cfg.widths), "mish", "sigmoid", seed=seeds)
-    biases = []
-    for n_in, n_out in zip(cfg.widths, cfg.widths[1:]):
-        rows = []
-        for s in seeds:
-            g = torch.Generator().manual_seed(10_000 + 100 * s + len(biases))
-            rows.append((torch.rand(1, n_out, generator=g, dtype=torch.float64) * 2 - 1)
-                        * n_in ** -0.5)
-        biases.append(torch.stack(rows))
+    net = ForwardNetwork(list(cfg.widths), "mish", "sigmoid", seed=list(cfg.seeds))
+
+    def bias(s: int, l: int, n_in: int, n_out: int) -> torch.Tensor:     # [1, n_out]
+        g = torch.Generator().manual_seed(10_000 + 100 * s + l)
+        return (torch.rand(1, n_out, generator=g, dtype=torch.float64) * 2 - 1) * n_in ** -0.5
+    biases = [torch.stack([bias(s, l, *n) for s in cfg.seeds])
+              for l, n in enumerate(zip(cfg.widths, cfg.widths[1:]))]
     return ForwardNetwork(list(cfg.widths), "mish", "sigmoid", weights=net.weights,
                           biases=biases, dtype=cfg.torch_dtype, device=cfg.device)
 
 
-# -- read-outs --------------------------------------------------------------------------------
-
-def layer_outputs(circuit: LocalDecoders, state: Mapping[str, torch.Tensor], x: torch.Tensor
-                  ) -> list[torch.Tensor]:
-    """Each layer's read-out ``[S, B, 1]``: ``D_ℓ r_ℓ`` for hidden layers, ``r_L`` for the
-    output (the quantity each layer's own loss compares with y)."""
-    r = circuit.forward(state, x)
-    L = circuit.L
-    return [r[l] @ state[f"D_{l}"].transpose(-1, -2) if l < L else r[l]
-            for l in range(1, L + 1)]
-
-
-def accuracies(outputs: list[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
-    """``[L, S]`` accuracy of each read-out at threshold ½ against ``y [B, 1]``."""
-    label = y > 0.5          # counted exactly, reported in float64 whatever the dtype
-    return torch.stack([((o > 0.5) == label).sum((-2, -1)).to(torch.float64) / label.numel()
-                        for o in outputs])
-
-
-def mean_std(values: list[float]) -> dict[str, Any]:
+def mean_std(values) -> dict[str, Any]:
     a = np.asarray(values, dtype=float)
-    std = float(a.std(ddof=1)) if a.size > 1 else 0.0
-    return {"mean": float(a.mean()), "std": std, "per_seed": [float(v) for v in a]}
+    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if a.size > 1 else 0.0,
+            "per_seed": [float(v) for v in a]}
 
-
-# -- the methods ------------------------------------------------------------------------------
 
 def run_local(cfg: Config, data: Mapping[str, torch.Tensor], schedule: str,
               train_decoders: bool) -> dict[str, Any]:
-    """One :class:`LocalDecoders` solve with every seed as a replica."""
+    """One :func:`solvers.train` of :class:`LocalDecoders`, every seed a replica; each layer's
+    train/test accuracy and local loss recorded between presentations (``curves``, [T, S])."""
     L = cfg.L
     sched = (LayerSchedule.sequential(L, cfg.period) if schedule == "sequential"
              else LayerSchedule.parallel(L))
-    c = LocalDecoders(initial_network(cfg), data["x_train"], data["y_train"], schedule=sched,
-                      eta=cfg.eta, eta_decoders=cfg.eta_decoders, train_decoders=train_decoders,
+    x, y, x_test, y_test = (data[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+    c = LocalDecoders(initial_network(cfg), x, y, schedule=sched, eta=cfg.eta,
+                      eta_decoders=cfg.eta_decoders, train_decoders=train_decoders,
                       decoder_seed=list(cfg.seeds), normalize=True, output_loss="bce")
-    x_test, y_test = data["x_test"], data["y_test"]
+    rows: dict[str, list[np.ndarray]] = {"accuracy": [], "test_accuracy": [], "loss": []}
+    status: dict[str, int] = {}
 
-    def record(y):                     # a few numbers per replica, not the weights
-        obs = c.observe(y)
-        test = accuracies(layer_outputs(c, y, x_test), y_test)          # [L, S]
-        rec = {f"test_accuracy_{l}": test[l - 1].to(c.x.dtype).view(-1, 1, 1)
-               for l in range(1, L + 1)}
-        rec.update({f"{k}_{l}": obs[f"{k}_{l}"] for k in ("accuracy", "loss")
-                    for l in range(1, L + 1)})
-        return rec
+    def record(k, state, solution=None):                # a few numbers per replica: [L, S]
+        rows["accuracy"].append(c.readout_accuracy(state).cpu().numpy())
+        rows["test_accuracy"].append(c.readout_accuracy(state, x_test, y_test).cpu().numpy())
+        rows["loss"].append(torch.stack([v.view(-1) for v in c.local_losses(state)]).cpu().numpy())
+        if solution is not None:
+            status.update(solution.counts())
 
     start = time.perf_counter()
-    sol = solve(c, c.initial_state(), 0.0, L * cfg.period, dt=cfg.dt, method="euler",
-                steady_state=False, save_every=cfg.record_every, observe=record)
+    record(0, c.initial_state())
+    result = train(c, c.initial_state(), lambda k: (x, y), period=cfg.interval,
+                   presentations=round(L * cfg.period / cfg.interval), dt=cfg.dt,
+                   method="euler", on_chunk=record)
     seconds = time.perf_counter() - start
-    test = accuracies(layer_outputs(c, sol.y1, x_test), y_test)
-    train = accuracies(layer_outputs(c, sol.y1, data["x_train"]), data["y_train"])
-    curves = {k: v[:, :, 0, 0].cpu().numpy() for k, v in sol.ys.items()}       # [T, S]
-    t = sol.ts.cpu().numpy()
-    return {"circuit": c, "state": sol.y1, "test": test.cpu().numpy(),
-            "train": train.cpu().numpy(), "t": t, "curves": curves,
-            "loss_rise": loss_rise(t, curves, sched),
-            "status": sol.counts(), "seconds": seconds,
-            "output_accuracy": c.accuracy(sol.y1, x_test, y_test).cpu().numpy()}
+    t = np.arange(len(rows["loss"])) * cfg.interval
+    curves = {f"{name}_{l}": np.stack(v)[:, l - 1] for name, v in rows.items()
+              for l in range(1, L + 1)}
+    return {"circuit": c, "state": result.y, "t": t, "curves": curves, "status": status,
+            "test": c.readout_accuracy(result.y, x_test, y_test).cpu().numpy(),
+            "train": c.readout_accuracy(result.y).cpu().numpy(),
+            "loss_rise": loss_rise(t, curves, sched), "seconds": seconds,
+            "steps": result.stats["steps"]}
 
 
 def loss_rise(t: np.ndarray, curves: Mapping[str, np.ndarray], schedule: LayerSchedule
@@ -254,13 +218,9 @@ def loss_rise(t: np.ndarray, curves: Mapping[str, np.ndarray], schedule: LayerSc
     input moves and rises are allowed."""
     out = []
     for l, (start, end) in enumerate(schedule.windows, start=1):
-        inside = (t >= start - 1e-9) & (t <= end + 1e-9)
-        loss = curves[f"loss_{l}"][inside]                          # [T_l, S]
-        if len(loss) < 2:
-            out.append(0.0)
-            continue
+        loss = curves[f"loss_{l}"][(t >= start - 1e-9) & (t <= end + 1e-9)]      # [T_l, S]
         rise = (loss[1:] - loss[:-1]) / np.maximum(loss[:-1], 1e-30)
-        out.append(float(max(rise.max(), 0.0)))
+        out.append(float(max(rise.max(), 0.0)) if len(loss) > 1 else 0.0)
     return out
 
 
@@ -268,12 +228,9 @@ def backprop_forward(weights, biases, x):
     """The network's forward pass (autograd-friendly): Mish, L2 normalisation, sigmoid output
     logit. Returns the output pre-activation ``[S, B, 1]``."""
     r = x
-    for l, (W, b) in enumerate(zip(weights, biases), start=1):
-        a = r @ W.transpose(-1, -2) + b
-        if l == len(weights):
-            return a
-        r = F.normalize(F.mish(a), dim=-1)
-    raise AssertionError("unreachable")
+    for W, b in zip(weights[:-1], biases[:-1]):
+        r = F.normalize(F.mish(r @ W.transpose(-1, -2) + b), dim=-1)
+    return r @ weights[-1].transpose(-1, -2) + biases[-1]
 
 
 def run_backprop(cfg: Config, data: Mapping[str, torch.Tensor]) -> dict[str, Any]:
@@ -285,157 +242,66 @@ def run_backprop(cfg: Config, data: Mapping[str, torch.Tensor]) -> dict[str, Any
     biases = [b.clone().requires_grad_(True) for b in net.biases]
     opt = torch.optim.Rprop(weights + biases, lr=cfg.backprop_lr)
     x, y = net.input(data["x_train"]), data["y_train"]
-    x_test, y_test = net.input(data["x_test"]), data["y_test"]
 
-    def test_accuracy():
+    def accuracy(inputs, labels):                        # [S], logit > 0 against label > ½
         with torch.no_grad():
-            out = backprop_forward(weights, biases, x_test)
-            return accuracies([out + 0.5], y_test)[0]          # logit > 0: [S]
+            hits = (backprop_forward(weights, biases, net.input(inputs)) > 0) == (labels > 0.5)
+        return (hits.sum((-2, -1)).double() / labels.numel()).cpu().numpy()
 
-    steps, curve = [0], [test_accuracy()]
+    steps, curve = [0], [accuracy(data["x_test"], data["y_test"])]
     start = time.perf_counter()
     for step in tqdm(range(1, cfg.backprop_steps + 1), desc="backprop (Rprop)", leave=False,
                      disable=None):
         opt.zero_grad()
         logit = backprop_forward(weights, biases, x)
-        loss = F.binary_cross_entropy_with_logits(logit, y.expand_as(logit),
-                                                  reduction="none").mean((-2, -1)).sum()
-        loss.backward()
+        F.binary_cross_entropy_with_logits(logit, y.expand_as(logit), reduction="none").mean(
+            (-2, -1)).sum().backward()
         opt.step()
         if step % cfg.record_every == 0 or step == cfg.backprop_steps:
             steps.append(step)
-            curve.append(test_accuracy())
-    seconds = time.perf_counter() - start
-    with torch.no_grad():
-        train_logit = backprop_forward(weights, biases, x)
-        train = accuracies([train_logit + 0.5], y)[0]
+            curve.append(accuracy(data["x_test"], data["y_test"]))
     return {"weights": [w.detach() for w in weights], "biases": [b.detach() for b in biases],
-            "test": curve[-1].cpu().numpy(), "train": train.cpu().numpy(),
-            "steps": np.asarray(steps), "curve": torch.stack(curve).cpu().numpy(),
-            "seconds": seconds}
+            "test": curve[-1], "train": accuracy(data["x_train"], y), "steps": np.asarray(steps),
+            "curve": np.stack(curve), "seconds": time.perf_counter() - start}
 
 
-# -- figures ----------------------------------------------------------------------------------
-
-COLOURS = {"backprop": "0.35", "sequential_trained": "tab:blue",
-           "sequential_fixed": "tab:cyan", "parallel_trained": "tab:red",
-           "parallel_fixed": "tab:orange"}
-
-
-def accuracy_figure(path: Path, accuracy: Mapping[str, Mapping[str, Any]]) -> Path:
-    names = list(accuracy)
-    fig, ax = plt.subplots(figsize=(7.5, 4.0), layout="constrained")
-    for i, name in enumerate(names):
-        a = accuracy[name]
-        ax.bar(i, a["mean"], yerr=a["std"], color=COLOURS.get(name, "0.5"), alpha=0.8,
-               capsize=5)
-        ax.plot([i] * len(a["per_seed"]), a["per_seed"], "o", color="k", ms=3.5, alpha=0.7)
-        ax.text(i, 0.42, f"{a['mean']:.3f}\n±{a['std']:.3f}", ha="center", fontsize="small")
-    ax.axhline(0.5, color="0.5", ls=":", lw=1.0)
-    ax.text(len(names) - 0.45, 0.505, "chance", ha="right", va="bottom", color="0.4",
-            fontsize="small")
-    ax.set_xticks(range(len(names)), [n.replace("_", "\n") for n in names])
-    ax.set_ylim(0.4, 1.0)
-    ax.set_ylabel("test accuracy (mean ± std over seeds; dots: seeds)")
-    ax.set_title("Signed XOR: backprop vs layer-local learning through linear decoders",
-                 fontsize="medium")
-    ax.grid(alpha=0.3, axis="y")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def learning_curves_figure(path: Path, local: Mapping[str, Mapping[str, Any]],
-                           bp: Mapping[str, Any], cfg: Config) -> Path:
-    """One panel per method: each layer's decoded test accuracy over time (mean over seeds,
-    band: min–max); backprop's output test accuracy against Rprop steps."""
-    L = cfg.L
-    fig, axes = plt.subplots(1, len(local) + 1, figsize=(4.0 * (len(local) + 1), 3.8),
-                             sharey=True, layout="constrained")
-    ax = axes[0]
-    m = bp["curve"].mean(1)
-    ax.plot(bp["steps"], m, color=COLOURS["backprop"], lw=1.6, label="output")
-    ax.fill_between(bp["steps"], bp["curve"].min(1), bp["curve"].max(1),
-                    color=COLOURS["backprop"], alpha=0.2)
-    ax.set_xlabel("full-batch Rprop step")
-    ax.set_title("backprop", fontsize="medium")
-    ax.set_ylabel("test accuracy of the layer's read-out")
-    for ax, (name, res) in zip(axes[1:], local.items()):
-        t = res["t"]
-        for l in range(1, L + 1):
-            curve = res["curves"][f"test_accuracy_{l}"]
-            ax.plot(t, curve.mean(1), color=layer_colour(l), lw=1.4,
-                    label=f"layer {l}" + (" (output)" if l == L else " via D"))
-            ax.fill_between(t, curve.min(1), curve.max(1), color=layer_colour(l), alpha=0.15)
-        if name.startswith("sequential"):
-            for l in range(1, L):
-                ax.axvline(l * cfg.period, color="0.6", ls=":", lw=1.0)
-        ax.set_xlabel("time t (η = %g per unit time)" % cfg.eta)
-        ax.set_title(name.replace("_", ", ") + " decoders", fontsize="medium")
-    for ax in axes:
-        ax.axhline(0.5, color="0.7", ls=":", lw=0.8)
-        ax.set_ylim(0.35, 1.01)
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize="small", loc="lower right")
-    fig.suptitle(f"Learning curves (mean over {len(cfg.seeds)} seeds, band min–max)",
-                 fontsize="medium")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def decision_regions_figure(path: Path, local: Mapping[str, Mapping[str, Any]],
-                            bp: Mapping[str, Any], cfg: Config,
-                            data: Mapping[str, torch.Tensor]) -> Path:
-    """Seed ``cfg.seeds[0]``: each layer's read-out over [−1, 1]² (rows: methods; columns:
-    layers; backprop has no decoders, only its output)."""
+def figures(out: Path, cfg: Config, data, bp, local, accuracy) -> list[Path]:
+    """``accuracy.png`` (per method: mean ± std, seeds as dots), ``learning_curves.png`` (each
+    layer's decoded test accuracy over time) and ``decision_regions.png`` (seed 0's read-outs)."""
     L, n = cfg.L, cfg.grid
+    panels = [Panel("backprop", bp["steps"], {"output": bp["curve"]}, "full-batch Rprop step",
+                    {"output": COLOURS["backprop"]})]
+    labels = {f"layer {l}" + (" (output)" if l == L else " via D"): l for l in range(1, L + 1)}
+    for name, res in local.items():
+        panels.append(Panel(name.replace("_", ", ") + " decoders", res["t"],
+                            {k: res["curves"][f"test_accuracy_{l}"] for k, l in labels.items()},
+                            f"time t (η = {cfg.eta:g} per unit time)",
+                            {k: layer_colour(l) for k, l in labels.items()},
+                            [l * cfg.period for l in range(1, L)]
+                            if name.startswith("sequential") else []))
     axis = torch.linspace(-1, 1, n, dtype=cfg.torch_dtype, device=cfg.device)
-    gx, gy = torch.meshgrid(axis, axis, indexing="xy")
-    grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], -1)
-    rows = {"backprop": None, **local}
-    fig, axes = plt.subplots(len(rows), L, figsize=(2.6 * L, 2.5 * len(rows)),
-                             squeeze=False, layout="constrained")
-    x_test = data["x_test"].cpu().numpy()
-    y_test = data["y_test"][:, 0].cpu().numpy()
-    image = None
-    for i, (name, res) in enumerate(rows.items()):
-        if res is None:
-            with torch.no_grad():
-                logit = backprop_forward(bp["weights"], bp["biases"],
-                                         grid[None].expand(len(cfg.seeds), -1, -1))
-            maps = [None] * (L - 1) + [torch.sigmoid(logit)]
-        else:
-            maps = layer_outputs(res["circuit"], res["state"], grid)
-        for l in range(1, L + 1):
-            ax = axes[i, l - 1]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if maps[l - 1] is None:
-                ax.text(0.5, 0.5, "no decoder\n(end-to-end)", ha="center", va="center",
-                        transform=ax.transAxes, color="0.4")
-            else:
-                z = maps[l - 1][0, :, 0].reshape(n, n).cpu().numpy()
-                image = ax.imshow(z, origin="lower", extent=(-1, 1, -1, 1), cmap="cividis",
-                                  vmin=0, vmax=1, aspect="equal")
-                ax.contour(np.linspace(-1, 1, n), np.linspace(-1, 1, n), z, levels=[0.5],
-                           colors="w", linewidths=1.0)
-                ax.scatter(x_test[:150, 0], x_test[:150, 1], c=y_test[:150], s=3,
-                           cmap="plasma", alpha=0.6)
-            if i == 0:
-                ax.set_title(f"layer {l}" + (" (output)" if l == L else " read out by D"),
-                             fontsize="small")
-            if l == 1:
-                ax.set_ylabel(name.replace("_", "\n"), fontsize="small")
-    if image is not None:
-        fig.colorbar(image, ax=axes, shrink=0.6, label="read-out (threshold ½: white line)")
-    fig.suptitle(f"Decision regions, seed {cfg.seeds[0]}", fontsize="medium")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    grid = torch.stack([g.reshape(-1) for g in torch.meshgrid(axis, axis, indexing="xy")], -1)
+    with torch.no_grad():
+        bp_out = torch.sigmoid(backprop_forward(bp["weights"], bp["biases"],
+                                                grid[None].expand(len(cfg.seeds), -1, -1)))
+    maps = {"backprop": [None] * (L - 1) + [bp_out],
+            **{k: res["circuit"].readouts(res["state"], grid) for k, res in local.items()}}
+    maps = {k: [m if m is None else m[0, :, 0].reshape(n, n).cpu().numpy() for m in v]
+            for k, v in maps.items()}
+    return [
+        accuracy_bars(out / "accuracy.png", accuracy, colours=COLOURS, title="Signed XOR: "
+                      "backprop vs layer-local learning through linear decoders"),
+        band_figure(out / "learning_curves.png", panels, ylim=(0.35, 1.01), hline=0.5,
+                    ylabel="test accuracy of the layer's read-out", title="Learning curves "
+                    f"(mean over {len(cfg.seeds)} seeds, band min–max)"),
+        region_grid_figure(out / "decision_regions.png", maps,
+                           points=data["x_test"][:150].cpu().numpy(),
+                           labels=data["y_test"][:150, 0].cpu().numpy(),
+                           columns=[f"layer {l}" + (" (output)" if l == L else " read out by D")
+                                    for l in range(1, L + 1)],
+                           missing="no decoder\n(end-to-end)", colorbar="read-out (threshold "
+                           "½: white line)", title=f"Decision regions, seed {cfg.seeds[0]}")]
 
-
-# -- the demo ---------------------------------------------------------------------------------
 
 def run(config: Config | Mapping[str, Any] | None, out: str | Path) -> dict[str, Any]:
     """Train every method into ``out``; ``config`` is None (the defaults), a :class:`Config`
@@ -454,44 +320,27 @@ def _run(cfg: Config, out: Path) -> dict[str, Any]:
     start = time.perf_counter()
     data = datasets(cfg)
     bp = run_backprop(cfg, data)
-    local = {}
-    for name in tqdm(LOCAL_METHODS, desc="local decoders", leave=False, disable=None):
-        schedule, decoders = name.split("_")
-        local[name] = run_local(cfg, data, schedule, decoders == "trained")
-
-    accuracy = {"backprop": mean_std(bp["test"].tolist())}
-    train_accuracy = {"backprop": mean_std(bp["train"].tolist())}
-    layer_accuracy, layer_train = {}, {}
-    for name, res in local.items():
-        accuracy[name] = mean_std(res["test"][-1].tolist())
-        train_accuracy[name] = mean_std(res["train"][-1].tolist())
-        layer_accuracy[name] = {"mean": res["test"].mean(1).tolist(),
-                                "per_seed": res["test"].T.tolist()}
-        layer_train[name] = {"mean": res["train"].mean(1).tolist(),
-                             "per_seed": res["train"].T.tolist()}
-    figures = [
-        accuracy_figure(out / "accuracy.png", accuracy),
-        learning_curves_figure(out / "learning_curves.png", local, bp, cfg),
-        decision_regions_figure(out / "decision_regions.png", local, bp, cfg, data),
-    ]
+    local = {name: run_local(cfg, data, name.split("_")[0], name.endswith("trained"))
+             for name in tqdm(LOCAL_METHODS, desc="local decoders", leave=False, disable=None)}
+    every = {"backprop": bp, **local}          # "test", "train": [S] (backprop) or [L, S]
+    accuracy = {k: mean_std(np.atleast_2d(r["test"])[-1]) for k, r in every.items()}
+    per_layer = {key: {k: {"mean": r[key].mean(1).tolist(), "per_seed": r[key].T.tolist()}
+                       for k, r in local.items()} for key in ("test", "train")}
+    paths = figures(out, cfg, data, bp, local, accuracy)
     return {
         "accuracy": accuracy,
-        "train_accuracy": train_accuracy,
-        "layer_accuracy": layer_accuracy,
-        "layer_train_accuracy": layer_train,
-        "seeds": list(cfg.seeds),
-        "seconds": time.perf_counter() - start,
-        "method_seconds": {"backprop": bp["seconds"],
-                           **{k: v["seconds"] for k, v in local.items()}},
-        "status": {k: v["status"] for k, v in local.items()},
-        "local_loss_rise": {k: v["loss_rise"] for k, v in local.items()},
+        "train_accuracy": {k: mean_std(np.atleast_2d(r["train"])[-1]) for k, r in every.items()},
+        "layer_accuracy": per_layer["test"], "layer_train_accuracy": per_layer["train"],
+        "seeds": list(cfg.seeds), "seconds": time.perf_counter() - start,
+        "method_seconds": {k: r["seconds"] for k, r in every.items()},
+        "status": {k: r["status"] for k, r in local.items()},
+        "local_loss_rise": {k: r["loss_rise"] for k, r in local.items()},
         "optimizer": {"backprop": f"full-batch Rprop (torch.optim.Rprop, lr {cfg.backprop_lr:g},"
                                   f" {cfg.backprop_steps} steps) on the mean BCE, autograd",
-                      "local": f"gradient flow, Euler dt = {cfg.dt:g}, eta = {cfg.eta:g}, "
-                               f"sequential: {cfg.period:g} per layer, parallel: "
+                      "local": f"gradient flow by solvers.train, Euler dt = {cfg.dt:g}, eta = "
+                               f"{cfg.eta:g}, sequential: {cfg.period:g} per layer, parallel: "
                                f"{cfg.L * cfg.period:g} for all layers"},
-        "duration": cfg.L * cfg.period,
-        "figures": [f.name for f in figures],
+        "duration": cfg.L * cfg.period, "figures": [p.name for p in paths],
         "config": {k: list(v) if isinstance(v, tuple) else v
                    for k, v in dataclasses.asdict(cfg).items()},
         "torch": torch.__version__,
@@ -500,8 +349,7 @@ def _run(cfg: Config, out: Path) -> dict[str, Any]:
 
 def passed(summary: Mapping[str, Any], threshold: float = 0.9) -> bool:
     """Trained decoders learn signed XOR under both schedules, as backprop does."""
-    acc = summary["accuracy"]
-    return all(acc[m]["mean"] >= threshold
+    return all(summary["accuracy"][m]["mean"] >= threshold
                for m in ("backprop", "sequential_trained", "parallel_trained"))
 
 
@@ -514,41 +362,34 @@ def report(summary: Mapping[str, Any]) -> str:
         per_layer = "  ".join(f"{v:.3f}" for v in layers["mean"]) if layers else "-"
         lines.append(f"{name:<20} {a['mean']:.3f} ± {a['std']:.3f}      "
                      f"{summary['train_accuracy'][name]['mean']:.3f}  {per_layer}")
-    lines.append(f"seeds {summary['seeds']}, {summary['seconds']:.1f} s")
-    return "\n".join(lines)
+    return "\n".join(lines + [f"seeds {summary['seeds']}, {summary['seconds']:.1f} s"])
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    defaults = Config()
+    d = Config()
     parser = argparse.ArgumentParser(prog="python -m demos.reproduce_mertens",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
-    parser.add_argument("--seeds", type=int, default=None,
-                        help=f"number of seeds 0..N-1 (default {len(defaults.seeds)})")
-    parser.add_argument("--period", type=float, default=None,
-                        help=f"time each layer learns for (sequential); parallel runs L·period "
-                             f"(default {defaults.period:g})")
-    parser.add_argument("--dt", type=float, default=None,
-                        help=f"Euler step (default {defaults.dt:g})")
-    parser.add_argument("--eta", type=float, default=None,
-                        help=f"learning rate per unit time (default {defaults.eta:g})")
-    parser.add_argument("--backprop-steps", type=int, default=None,
-                        help=f"Rprop steps of backprop (default {defaults.backprop_steps})")
-    parser.add_argument("--dtype", choices=DTYPES, default=None,
-                        help=f"default {defaults.dtype}")
-    parser.add_argument("--device", default=None, help="torch device (default cpu)")
+    parser.add_argument("--seeds", type=int, help=f"seeds 0..N-1 (default {len(d.seeds)})")
+    parser.add_argument("--period", type=float, help="time each layer learns for (sequential); "
+                        f"parallel runs L·period (default {d.period:g})")
+    parser.add_argument("--dt", type=float, help=f"Euler step (default {d.dt:g})")
+    parser.add_argument("--eta", type=float, help=f"learning rate (default {d.eta:g})")
+    parser.add_argument("--backprop-steps", type=int,
+                        help=f"Rprop steps of backprop (default {d.backprop_steps})")
+    parser.add_argument("--dtype", choices=DTYPES, help=f"default {d.dtype}")
+    parser.add_argument("--device", help="torch device (default cpu)")
     parser.add_argument("--quick", action="store_true",
                         help="the small configuration of Config.quick() (a few seconds)")
+
     def make_config(args):
-        overrides: dict[str, Any] = {}
+        if args.seeds is not None and args.seeds < 1:
+            raise ValueError(f"--seeds: received {args.seeds}, expected an integer ≥ 1")
+        keys = ("period", "dt", "eta", "backprop_steps", "dtype", "device")
+        overrides = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
         if args.seeds is not None:
-            if args.seeds < 1:
-                raise ValueError(f"--seeds: received {args.seeds}, expected an integer ≥ 1")
             overrides["seeds"] = tuple(range(args.seeds))
-        for key in ("period", "dt", "eta", "backprop_steps", "dtype", "device"):
-            if getattr(args, key) is not None:
-                overrides[key] = getattr(args, key)
-        return Config.quick(**overrides) if args.quick else Config(**overrides)
+        return (Config.quick if args.quick else Config)(**overrides)
 
     return run_cli(parser, argv, make_config, run, report)
 

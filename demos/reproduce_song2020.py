@@ -295,7 +295,7 @@ def clock_openings(schedule: Schedule, step_times: Sequence[float]) -> list[int]
     clocked gate is open for: C2 asks for exactly one per layer."""
     one = torch.ones((), dtype=torch.float64)
     L = len(schedule.steps)
-    signals = Signals([one] * L, [], [], one, one)
+    signals = Signals(errors=[one] * L, teacher=one, tau_x=one)
     counts = [0] * L
     for t in step_times:
         gates, _ = schedule.gates(t, {}, signals)

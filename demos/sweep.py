@@ -65,11 +65,12 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from circuits import DynamicInversion, ForwardNetwork
+from circuits import DynamicInversion, ForwardNetwork, replica_network
+from circuits.feedback import random_feedback
 from circuits.feedback_control import DeepFeedbackControl
 from solvers import solve
 from solvers.solve import Status
-from solvers.sweep import PARAMETERS, Grid, SweepResult, replica_network, sweep
+from solvers.sweep import PARAMETERS, Grid, SweepResult, sweep
 
 from .config import (Config, Schema, Section, intra_op_threads, jsonable, load_config,
                      read_yaml, run_cli)
@@ -166,15 +167,6 @@ def example(config: Config, widths: list[int]) -> tuple[torch.Tensor, torch.Tens
     return x, target
 
 
-def shared_random_feedback(shapes: list[tuple[int, int]], seed: int) -> list[torch.Tensor]:
-    """Gaussian feedback ``N(0, 1/m)`` per layer, drawn once: what the circuits' own
-    ``feedback="random"`` draws for replica 0 of an S = 1 circuit, shared here by every replica
-    (the circuits would draw a different matrix per replica, which would make the results
-    depend on how the grid is chunked)."""
-    g = torch.Generator().manual_seed(int(seed))
-    return [torch.randn(n, m, generator=g, dtype=torch.float64) / m ** 0.5 for n, m in shapes]
-
-
 def builder(name: str, config: Config) -> Callable[[dict[str, torch.Tensor]], Any]:
     """``points -> circuit`` for one sweep: grid axes become per-replica constructor
     arguments (``seed`` / ``weight_scale`` a per-replica network)."""
@@ -188,7 +180,10 @@ def builder(name: str, config: Config) -> Callable[[dict[str, torch.Tensor]], An
             shapes = [(widths[l - 1], widths[l]) for l in range(2, len(widths))]
         else:
             shapes = [(n, widths[-1]) for n in widths[1:]]
-        fixed["feedback"] = shared_random_feedback(shapes, fixed.pop("feedback_seed", 0))
+        # One replica's draw shared by every replica ([1, n, m] broadcasts): the circuits'
+        # own feedback="random" draws per replica, so results would depend on the chunking.
+        fixed["feedback"] = random_feedback(shapes, 1, int(fixed.pop("feedback_seed", 0)),
+                                            torch.float64, "cpu")
     cls = CIRCUITS[name]
 
     def build(points: dict[str, torch.Tensor]) -> Any:
@@ -389,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG),
                         help="YAML config merged over configs/sweep.yaml (default: that file)")
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
-    summary = run_cli(parser, argv, lambda args: load(args.config), run, report)
+    run_cli(parser, argv, lambda args: load(args.config), run, report)
     return 0
 
 

@@ -8,23 +8,9 @@ populations, targets, predictions) run on from one minibatch to the next. The se
 replica axis S of that one integration (``ForwardNetwork(widths, seed=[0, 1, 2])``), so all
 seeds of a method train together; FA's random feedback is drawn per replica too.
 
-Methods (``methods:`` in the config, settings per method under ``method:``):
-
-=================== ==========================================================================
-``backprop``        ``Plastic(ClosedForm("backprop"))``: the reference (gate always open)
-``feedback_alignment``  ``ClosedForm("feedback_alignment")``: fixed random feedback per replica
-``pseudo_backprop`` ``ClosedForm("pseudo_backprop")``: the pseudo-inverse W⁺ as feedback
-``ndi``             ``ClosedForm("ndi")``: layer-wise dynamic inversion's closed-form steady state
-``di``              ``Settling(DynamicInversion)``: DI simulated, credit read off the settling
-                    controller, the settle gate deciding when the weights learn
-``dfc``             ``Settling(DeepFeedbackControl)``: deep feedback control (PI controller)
-``pc``              ``PredictiveCoding`` with ``ArrivalGate`` (Fa-Z-IL): each period a free
-                    prediction phase, then the teacher (``teacher_from``)
-``iterated_dtp``    ``Targets("iterated_output")``: Bengio's iterated inverse, decoders at
-                    their auto-encoder rule's fixed point for the current weights
-``ddtp_linear``     ``Targets("ddtp_linear")``: direct feedback, the damped Gauss-Newton Q
-``local_decoders``  ``LocalDecoders``: every layer learns on its own linear decoder's loss
-=================== ==========================================================================
+Methods (``methods:`` in the config, settings per method under ``method:``) are the learning
+circuits of :mod:`circuits.registry` (``METHODS``: backprop, FA, PBP, NDI, DI, SDI, DFC, PC as
+Fa-Z-IL and as Z-IL, iterated DTP, DDTP-linear, local decoders).
 
 Each method's ``period`` (the time a minibatch is shown) and ``dt`` (Euler step) were chosen by
 measuring how long its credit populations take to settle (see the config's comments). After
@@ -56,42 +42,16 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from circuits import (ArrivalGate, ClosedForm, DeepFeedbackControl, DynamicInversion,
-                      ForwardNetwork, LocalDecoders, Plastic, PredictiveCoding, Settling,
-                      SingleLoopDynamicInversion,
-                      TargetPropagation, Targets)
+from circuits import ArrivalGate, FeedbackLearning, ForwardNetwork
+from circuits.registry import CIRCUIT_ARGS, LABELS, METHODS, learning_circuit
 from solvers import checkpoint, minibatch_order
 from solvers import train as integrate
 
 from . import datasets
 from .config import Config, Schema, Section, intra_op_threads, jsonable, load_config
 
-METHODS = ("backprop", "feedback_alignment", "pseudo_backprop", "ndi", "di", "sdi", "dfc", "pc",
-           "iterated_dtp", "ddtp_linear", "local_decoders")
-LABELS = {"backprop": "BP", "feedback_alignment": "FA", "pseudo_backprop": "PBP", "ndi": "NDI",
-          "di": "DI (simulated)", "sdi": "SDI (simulated)", "dfc": "DFC", "pc": "PC (Fa-Z-IL)",
-          "iterated_dtp": "DTP (iterated inverse)", "ddtp_linear": "DDTP-linear",
-          "local_decoders": "local decoders"}
 TASKS = {"digits": datasets.digits, "mnist1d": datasets.mnist1d}
 REFERENCE = "backprop"
-#: the constructor each method's ``circuit:`` keys are passed to (checked against its signature)
-CIRCUIT_ARGS: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {
-    "backprop": (ClosedForm, ("credit", "feedback", "dynamics")),
-    "feedback_alignment": (ClosedForm, ("credit", "feedback", "dynamics")),
-    "pseudo_backprop": (ClosedForm, ("credit", "feedback", "dynamics")),
-    "ndi": (DynamicInversion, ("network", "x", "target", "output_error")),
-    "di": (DynamicInversion, ("network", "x", "target", "output_error")),
-    "sdi": (SingleLoopDynamicInversion, ("network", "x", "target", "output_error")),
-    "dfc": (DeepFeedbackControl, ("network", "x", "target")),
-    "pc": (PredictiveCoding, ("network", "x", "target", "eta", "plasticity")),
-    "iterated_dtp": (TargetPropagation, ("network", "x", "target", "rule", "decoders",
-                                         "feedback", "online_gamma", "online_eta",
-                                         "online_form", "anchor")),
-    "ddtp_linear": (TargetPropagation, ("network", "x", "target", "rule", "decoders",
-                                        "feedback", "online_gamma", "online_eta",
-                                        "online_form", "anchor")),
-    "local_decoders": (LocalDecoders, ("network", "x", "y", "eta")),
-}
 
 
 # -- configuration ----------------------------------------------------------------------------
@@ -199,8 +159,7 @@ class MethodSpec:
             if method != "iterated_dtp":
                 raise ValueError(f"{where}.feedback: received {dict(self.feedback)!r}, "
                                  "expected none (only iterated_dtp learns decoders)")
-            from .train_tp import Feedback
-            _check_keys(f"{where}.feedback", self.feedback, Feedback, ())
+            _check_keys(f"{where}.feedback", self.feedback, FeedbackLearning, ())
 
 
 def _check_keys(where: str, given: Mapping[str, Any], target: Callable[..., Any],
@@ -308,20 +267,6 @@ def network(cfg: Config, task, output_activation: str) -> ForwardNetwork:
                           output_activation=output_activation, **cfg["network"])
 
 
-def iterated_feedback(fb: Mapping[str, Any]) -> Callable[[ForwardNetwork, torch.Tensor], Any]:
-    """The decoders at the auto-encoder rule's fixed point for the current weights and batch."""
-    from .train_tp import Feedback, initial_feedback, learn_feedback
-    feedback = Feedback(**fb)
-    start: dict[str, Any] = {}
-
-    def decoders(net: ForwardNetwork, x: torch.Tensor):
-        if "g" not in start:     # only the decoders' shapes and activations matter here
-            start["g"] = initial_feedback("iterated_dtp", net, feedback, seed=1)
-        return learn_feedback("iterated_dtp", net, x, start["g"], feedback, seed=1,
-                              to_fixed_point=True)
-    return decoders
-
-
 def build(cfg: Config, task, method: str) -> Setup:
     """The learning circuit of ``method`` on ``task`` with S = ``training.seeds`` replicas."""
     tr, s = Training(**cfg["training"]), spec(cfg, method)
@@ -336,40 +281,11 @@ def build(cfg: Config, task, method: str) -> Setup:
         return x_train[order[k]], y_train[order[k]]
     net = network(cfg, task, s.output_activation)
     x0, t0 = stream(0)
-    kw = dict(s.circuit)
-    if method == "pc":
-        circuit = PredictiveCoding(net, x0, None, eta=s.eta,
-                                   plasticity=ArrivalGate(**s.gate_args), **kw)
-
-        def predict(y, x):
-            W, b = circuit.parameters(y)
-            return net.with_parameters(W, b).forward(x).r[-1]
-    elif method == "local_decoders":
-        circuit = LocalDecoders(net, x0, t0, eta=s.eta, **kw)
-
-        def predict(y, x):
-            return circuit.forward(y, x)[-1]
-    else:
-        if method in ("backprop", "feedback_alignment", "pseudo_backprop"):
-            family = ClosedForm(method, **kw)
-        elif method == "ndi":
-            family = ClosedForm("ndi", **kw)
-        elif method == "di":
-            family = Settling(DynamicInversion, **kw)
-        elif method == "sdi":
-            family = Settling(SingleLoopDynamicInversion, **kw)
-        elif method == "dfc":
-            family = Settling(DeepFeedbackControl, **kw)
-        elif method == "iterated_dtp":
-            family = Targets("iterated_output", form=s.form, anchor=s.target_leak,
-                             feedback=iterated_feedback(s.feedback), **kw)
-        else:
-            family = Targets("ddtp_linear", form=s.form, anchor=s.target_leak, feedback=None,
-                             **kw)
-        circuit = Plastic(family, net, x0, t0, eta=s.eta, gate=s.gate, theta=s.theta)
-
-        def predict(y, x):
-            return circuit.network_of(y).forward(x).r[-1]
+    circuit = learning_circuit(method, net, x0, t0, eta=s.eta, gate=s.gate, theta=s.theta,
+                               period=s.period, form=s.form, anchor=s.target_leak,
+                               circuit=s.circuit, gate_args=s.gate_args,
+                               feedback=s.feedback if method == "iterated_dtp" else None)
+    predict = circuit.outputs
     return Setup(circuit, circuit.initial_state(), stream, predict, s, order.shape[0],
                  n // tr.batch)
 

@@ -5,7 +5,7 @@ backprop on the same data (SPEC §3).
 
 A :class:`~circuits.PredictiveCoding` circuit with plastic weights and the autonomous
 :class:`~circuits.ArrivalGate` is shown minibatches of a small synthetic task
-(:mod:`demos.tasks`) one after another with :func:`solvers.present_all`. Each presentation is
+(:mod:`demos.tasks`) one after another with :func:`solvers.train` (in phases). Each presentation is
 two phases of one continuous integration, and the circuit's state (values, weights, gate timers)
 runs on from one presentation to the next; nothing is re-initialised:
 
@@ -45,7 +45,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import matplotlib
 
@@ -56,7 +56,8 @@ import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from circuits import ArrivalGate, ForwardNetwork, PredictiveCoding  # noqa: E402
-from solvers import ADAPTIVE, Phase, Solution, checkpoint, get_method, present_all  # noqa: E402
+from solvers import ADAPTIVE, Phase, Solution, checkpoint, get_method  # noqa: E402
+from solvers import train as integrate  # noqa: E402
 from solvers.stream import minibatch_order  # noqa: E402,F401  (re-exported for older scripts)
 
 from . import tasks  # noqa: E402
@@ -414,17 +415,16 @@ def checkpoint_payload(config: Config, current: TrainingRun) -> dict[str, Any]:
             "history": current.history, "seconds": current.seconds}
 
 
-def minibatches(setup: Setup, start: int, stop: int
-                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """``(x [B, n_0], y [B, K])`` of presentations ``start .. stop-1``."""
-    for p in range(start, stop):
-        idx = setup.order[p]
-        yield setup.task.x_train[idx], setup.task.y_train[idx]
+def minibatch(setup: Setup, p: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x [B, n_0], y [B, K])`` shown at presentation ``p``."""
+    idx = setup.order[p]
+    return setup.task.x_train[idx], setup.task.y_train[idx]
 
 
 def train(setup: Setup, current: TrainingRun, config: Config, out: Path, stop: int,
           progress: bool | None = None) -> None:
-    """Present minibatches ``current.presentation .. stop-1`` (:func:`solvers.present_all`); after
+    """Present minibatches ``current.presentation .. stop-1`` (:func:`solvers.train` in
+    phases: the predict phase stops when the circuit has settled); after
     each, step the baseline on the same minibatch, measure the gates, and evaluate / checkpoint
     on schedule. The first ``traced_presentations`` record every step, the rest every
     ``record_every`` predict steps."""
@@ -464,9 +464,10 @@ def train(setup: Setup, current: TrainingRun, config: Config, out: Path, stop: i
     def present_span(start: int, end: int, every: int, trace: bool) -> None:
         chosen = [dataclasses.replace(setup.predict, save_every=every),
                   dataclasses.replace(setup.learn, save_every=1)]
-        present_all(setup.circuit, current.state, minibatches(setup, start, end), chosen,
-                    on_presentation=lambda k, y, sols: on_presentation(k, y, sols, start, trace),
-                    progress=False, total=end - start)
+        integrate(setup.circuit, current.state, lambda k: minibatch(setup, k),
+                  phases=chosen, start=start, presentations=end,
+                  on_presentation=lambda k, y, sols: on_presentation(k, y, sols, 0, trace),
+                  progress=False)
 
     first, rest = min(stop, traced), max(current.presentation, traced)
     if current.presentation < first:

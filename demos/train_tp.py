@@ -4,31 +4,26 @@ regression and a classification task, with their alignment to backprop and Gauss
 
     python -m demos.train_tp --out DIR [--config configs/train_tp.yaml]
 
-Every seed is one replica of the replica axis S, so all seeds of a method train in the same
-integrations. Each minibatch is one presentation of two phases, each one :func:`solvers.solve`;
-the weights are state and run on from one presentation to the next:
+Every seed is a replica (axis S): all seeds of a method train in one integration,
+:func:`solvers.train`, minibatch k shown during ``[k·T, (k+1)·T)`` to a
+:class:`circuits.TargetPropagation` with its weights in its state (``online_gamma = 0``). At
+each jump the circuit is rebound to the weights there, its feedback learns on the batch with the
+forward weights held still (:class:`circuits.LearnedFeedback`: ``iterated_dtp``'s mirrored
+decoders by Bengio's auto-encoder rule, ``ddtp_linear``'s direct ``Q_ℓ`` by the difference
+reconstruction rule, the first batch at the rule's fixed point), and the targets restart at the
+forward pass and settle (``iterated_output`` or ``ddtp_linear``) while the online rule
+``dW_ℓ/dt = η τ̇_ℓ n_{ℓ-1}ᵀ`` moves the weights: over a settle, η·DTP1 with the output nudged by
+β. β stays small so that the targets remain differential (at β = 0.1 most iterated-inverse
+settles drifted off); η β sets the step.
 
-* ``feedback``: the feedback parameters learn on the batch while the forward weights hold still
-  — for ``iterated_dtp`` mirrored decoders ``g_ℓ(h) = V_ℓ φ_ℓ(h) + c_ℓ`` by Bengio's auto-encoder
-  rule (:class:`circuits.ReconstructionLearning`, noise-corrupted inputs), for ``ddtp_linear``
-  the direct feedback ``Q_ℓ`` by the difference reconstruction rule
-  (:class:`circuits.DifferenceReconstruction`). Both start on the first batch from their
-  rule's closed-form fixed point (``feedback.warm_start``).
-* ``targets``: :class:`circuits.TargetPropagation` — ``iterated_output`` (Bengio's iterated
-  inverse, correction on the decoder output) or ``ddtp_linear`` — with the online rule
-  ``dW_ℓ/dt = η τ̇_ℓ n_{ℓ-1}ᵀ`` (γ = 0) applied *while the targets settle*; over a settle this is
-  η·DTP1 with the output nudged by β. β stays small so that targets remain differential (an
-  exact inverse through a saturating layer exists only for small nudges: at β = 0.1 most
-  iterated-inverse settles drifted off and were flagged), and η β sets the step.
-
-``dfa`` keeps its random Q (DDTP-linear without feedback learning, a reference), and
-``backprop`` trains the same networks on the same minibatches (``ΔW = η_bp mean δ rᵀ``). Every
-``eval_every`` presentations the test loss (½‖y − ŷ‖², mean over examples), the test accuracy
-(classification) and, on that presentation's batch, the angle between the settled target change
-``τ_ℓ − h_ℓ`` and backprop's ``−β∂ℒ/∂h_ℓ`` and the Gauss-Newton target step
-``β J̄ᵀ(J̄J̄ᵀ + λI)⁻¹δ_L`` (hidden layers concatenated, per replica) are recorded. A replica whose
-settle diverges keeps its last finite state and is counted in ``diverged``; a settle that hits
-its horizon unsettled is counted in ``unsettled``.
+``dfa`` keeps a random Q (DDTP-linear without feedback learning, a reference), and ``backprop``
+(:class:`circuits.Plastic` with :class:`circuits.ClosedForm`, one Euler step of size 1 per
+batch) trains the same networks on the same minibatches (``ΔW = η_bp mean δ rᵀ``). Every
+``eval_every`` presentations (in ``on_chunk``) the test loss (½‖y − ŷ‖², mean over examples),
+the test accuracy (classification) and, on that presentation's batch, the angle between the
+settled target change ``τ_ℓ − h_ℓ`` and backprop's and the Gauss-Newton target step
+(:meth:`circuits.TargetPropagation.target_angles`) are recorded. ``diverged`` counts replicas
+:func:`solvers.train` flagged (held at their last finite state).
 
 Writes ``DIR/summary.json`` and one figure per task (``DIR/<task>.png``: test loss / accuracy
 and the two angles against presentations, mean ± std over seeds).
@@ -37,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -46,25 +42,26 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from circuits import (DifferenceReconstruction, ForwardNetwork, MirroredDecoder,
-                      ReconstructionLearning, TargetPropagation, credit)
-from solvers import Phase, solve
-from solvers.solve import Status
+from circuits import (ClosedForm, ForwardNetwork, LearnedFeedback, Plastic, TargetPropagation,
+                      feedback_learning)
+from circuits import FeedbackLearning as Feedback      # the `feedback` section (demos.train too)
+from solvers import minibatch_order
+from solvers import train as integrate
 
 from . import tasks
 from .config import Schema, Section, intra_op_threads, jsonable, load_config, read_yaml
-from solvers import minibatch_order
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "train_tp.yaml"
 METHODS = ("iterated_dtp", "ddtp_linear", "dfa", "backprop")
 RULE = {"iterated_dtp": "iterated_output", "ddtp_linear": "ddtp_linear", "dfa": "dfa"}
+KIND = {"iterated_dtp": "decoders", "ddtp_linear": "direct", "dfa": "direct"}
 
 
 @dataclass(frozen=True)
 class Training:
-    """epochs, batch (examples per presentation), beta (the output nudge = the learning rate of
-    the target methods), bp_eta (backprop's rate), seeds (replicas), order_seed (minibatch
-    order), eval_every (presentations between evaluations)."""
+    """epochs, batch (examples per presentation), beta (the output nudge), eta (the online
+    rule's rate), bp_eta (backprop's), update (``dtp1`` or ``local_loss``), seeds (replicas),
+    order_seed (minibatch order), eval_every (presentations between evaluations)."""
 
     epochs: int = 4
     batch: int = 16
@@ -90,29 +87,6 @@ class Training:
                 raise ValueError(f"training.{name}: received {v!r}, expected a number > 0")
 
 
-@dataclass(frozen=True)
-class Feedback:
-    """The feedback phase: duration, dt (rk4), eta (rate), warm_start (on the first batch, start
-    from the rule's closed-form fixed point, the limit of a long warm-up), noise (σ of the
-    decoders' input corruption), sigma (DRL's injected noise), damping (λ: DRL's damping and the
-    decoders' weight decay), init_scale (std of the initial random decoders / feedback)."""
-
-    duration: float = 2.0
-    dt: float = 0.1
-    eta: float = 2.0
-    warm_start: bool = True
-    noise: float = 0.05
-    sigma: float = 0.01
-    damping: float = 0.01
-    init_scale: float = 0.1
-
-    def __post_init__(self):
-        for name in ("duration", "dt", "eta", "sigma", "damping", "init_scale"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-                raise ValueError(f"feedback.{name}: received {v!r}, expected a number > 0")
-
-
 SCHEMA = Schema(sections={
     "regression": Section(tasks.teacher_regression, exclude=("dtype",)),
     "classification": Section(tasks.gaussian_mixture, exclude=("dtype",)),
@@ -120,7 +94,9 @@ SCHEMA = Schema(sections={
                                                  "seed")),
     "training": Section(Training),
     "feedback": Section(Feedback),
-    "targets": Section(Phase, exclude=("name", "teacher", "save_every")),
+    "targets": Section(integrate, exclude=("circuit", "y0", "stream", "presentations", "chunk",
+                                           "start", "teacher_from", "teacher_dt", "diverged",
+                                           "on_chunk", "progress")),
 }, demo={
     "hidden": {"regression": [20, 10], "classification": [16, 16]},
     "methods": list(METHODS),
@@ -147,118 +123,71 @@ def load(config: str | Path | Mapping[str, Any] | None = None) -> dict[str, Any]
             for h in hidden.values()):
         raise ValueError(f"config key 'hidden': received {hidden!r}, expected a mapping from "
                          "'regression' / 'classification' to lists of hidden widths")
+    Training(**cfg["training"]), Feedback(**cfg["feedback"])          # check them up front
     return cfg
 
 
-# -- one presentation -------------------------------------------------------------------------
-
-def network(widths: list[int], cfg: Mapping[str, Any], weights, biases) -> ForwardNetwork:
-    args = {k: v for k, v in cfg["network"].items() if k not in ("init", "scale", "bias")}
-    return ForwardNetwork(widths, weights=weights, biases=biases, **args)
-
-
 def initial_feedback(method: str, net: ForwardNetwork, fb: Feedback, seed: int):
-    g = torch.Generator().manual_seed(seed)
-    S, w = net.replicas, net.widths
-
-    def randn(*shape):
-        return (fb.init_scale * torch.randn(S, *shape, generator=g, dtype=torch.float64)).to(
-            dtype=net.dtype, device=net.device)
-    if method == "iterated_dtp":
-        return [MirroredDecoder(randn(w[l - 1], w[l]), randn(1, w[l - 1]), net.activation(l))
-                for l in range(2, net.L + 1)]
-    return [randn(n, w[-1]) for n in w[1:-1]]
+    """:func:`circuits.initial_feedback` for a method name (kept for :mod:`demos.train`)."""
+    return feedback_learning.initial_feedback(KIND[method], net, scale=fb.init_scale, seed=seed)
 
 
 def learn_feedback(method: str, net: ForwardNetwork, x: torch.Tensor, current, fb: Feedback,
                    seed: int, to_fixed_point: bool = False):
-    """The feedback phase: decoders (or Q's) after ``fb.duration`` of their learning rule on
-    batch ``x``, or at the rule's fixed point (``to_fixed_point``)."""
-    if method == "iterated_dtp":
-        c = ReconstructionLearning(net, x, current, eta=fb.eta, decay=fb.damping,
-                                   noise=fb.noise, seed=seed)
-    else:
-        c = DifferenceReconstruction(net, x, sigma=fb.sigma, damping=fb.damping, eta=fb.eta,
-                                     feedback=current, seed=seed)
-    y = c.fixed_point() if to_fixed_point else solve(
-        c, c.initial_state(), 0.0, fb.duration, dt=fb.dt, method="rk4", steady_state=False).y1
-    return c.decoders(y) if method == "iterated_dtp" else c.feedback(y)
-
-
-def angles(circuit: TargetPropagation, tau: list[torch.Tensor], damping: float
-           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per replica ``[S]``: the angle (degrees) between the hidden target changes and backprop's
-    and Gauss-Newton's target steps (batch and hidden layers flattened together)."""
-    net, fwd = circuit.network, circuit.fwd
-    change = [t - h for t, h in zip(tau[:-1], circuit.h[:-1])]
-    bp = credit.backprop(net, fwd, circuit.delta_L)[:-1]
-    gn = credit.gauss_newton(net, fwd, circuit.delta_L, damping=damping)[:-1]
-    return credit.angle(change, bp), credit.angle(change, gn)
+    """:func:`circuits.learn_feedback` with a method name (kept for :mod:`demos.train`)."""
+    return feedback_learning.learn_feedback(net, x, current, fb, seed=seed,
+                                            duration=math.inf if to_fixed_point else None)
 
 
 def evaluate(net: ForwardNetwork, task: tasks.Task) -> dict[str, np.ndarray]:
+    """Per replica ``[S]``: the test loss and (classification) accuracy."""
     out = net.forward(task.x_test).r[-1]                                   # [S, M, n_L]
-    y = task.y_test.to(out)
-    res = {"test_loss": (0.5 * ((out - y) ** 2).sum(-1).mean(-1)).cpu().numpy()}
+    res = {"test_loss": (0.5 * ((out - task.y_test.to(out)) ** 2).sum(-1).mean(-1)).cpu().numpy()}
     if task.classification:
         hits = out.argmax(-1) == task.labels_test.to(out.device)
         res["test_accuracy"] = hits.to(torch.float64).mean(-1).cpu().numpy()
     return res
 
 
-# -- a whole run --------------------------------------------------------------------------------
-
 def train(task: tasks.Task, widths: list[int], method: str, cfg: Mapping[str, Any],
           progress: bool = True) -> dict[str, Any]:
-    """Train S = ``training.seeds`` replicas with ``method``; returns the history."""
+    """Train S = ``training.seeds`` replicas with ``method`` in one integration; returns the
+    history."""
     tr, fb = Training(**cfg["training"]), Feedback(**cfg["feedback"])
-    phase = Phase("targets", teacher=True, **cfg["targets"])
-    net0 = ForwardNetwork(widths, seed=list(range(tr.seeds)), **cfg["network"])
-    W, b = [w.clone() for w in net0.weights], [c.clone() for c in net0.biases]
+    net = ForwardNetwork(widths, seed=list(range(tr.seeds)), **cfg["network"])
     order = minibatch_order(task.x_train.shape[0], tr.batch, tr.epochs, tr.order_seed)
-    feedback = None if method == "backprop" else initial_feedback(method, net0, fb, seed=1)
-    hist: dict[str, Any] = {"presentation": [], "test_loss": [], "test_accuracy": [],
-                            "angle_to_backprop": [], "angle_to_gauss_newton": [],
-                            "diverged": 0, "unsettled": 0, "settle_steps": []}
-    hist.update({k: [v] for k, v in evaluate(net0, task).items()})
-    hist["presentation"].append(0)
-    from tqdm.auto import tqdm
-    bar = tqdm(range(order.shape[0]), desc=f"{task.name} {method}", disable=not progress,
-               leave=False)
-    for k in bar:
-        x, y = task.x_train[order[k]], task.y_train[order[k]]
-        net = network(widths, cfg, W, b)
-        if method == "backprop":
-            fwd = net.forward(x)
-            deltas = credit.backprop(net, fwd, fwd.dphi[-1] * (net.output_like(y) - fwd.r[-1]))
-            B = x.shape[0]
-            W = [w + tr.bp_eta * d / B for w, d in zip(W, credit.weight_updates(fwd, deltas))]
-            b = [c + tr.bp_eta * d.mean(-2, keepdim=True) for c, d in zip(b, deltas)]
-        else:
-            if method != "dfa":
-                feedback = learn_feedback(method, net, x, feedback, fb, seed=1000 + k,
-                                          to_fixed_point=fb.warm_start and k == 0)
-            kw = {"decoders": feedback} if method == "iterated_dtp" else {"feedback": feedback}
-            circuit = TargetPropagation(net, x, y, rule=RULE[method], beta=tr.beta,
-                                        tau=cfg["tau"], online_gamma=0.0, online_eta=tr.eta,
-                                        online_form=tr.update, **kw)
-            sol = solve(circuit, circuit.initial_state(), 0.0, phase.duration, dt=phase.dt,
-                        method=phase.method, steady_state=phase.steady_state, atol=phase.atol,
-                        rtol=phase.rtol)
-            hist["diverged"] += int((sol.status == Status.DIVERGED).sum())
-            if phase.steady_state:
-                hist["unsettled"] += int((sol.status == Status.REACHED_T1).sum())
-            hist["settle_steps"].append(sol.stats["steps"])
-            W = [sol.y1[f"W_{l}"] for l in range(1, net.L + 1)]
-            b = [sol.y1[f"b_{l}"] for l in range(1, net.L + 1)]
-        if (k + 1) % tr.eval_every == 0 or k + 1 == order.shape[0]:
-            hist["presentation"].append(k + 1)
-            for key, v in evaluate(network(widths, cfg, W, b), task).items():
-                hist[key].append(v)
-            if method != "backprop":
-                a_bp, a_gn = angles(circuit, circuit.targets(sol.y1), fb.damping)
-                hist["angle_to_backprop"].append(a_bp.cpu().numpy())
-                hist["angle_to_gauss_newton"].append(a_gn.cpu().numpy())
+
+    def stream(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return task.x_train[order[k]], task.y_train[order[k]]
+    x0, t0 = stream(0)
+    if method == "backprop":
+        circuit = Plastic(ClosedForm("backprop"), net, x0, t0, eta=tr.bp_eta, gate="always")
+        run = {"period": 1.0, "dt": 1.0}
+    else:
+        feedback = (initial_feedback("dfa", net, fb, seed=1) if method == "dfa"
+                    else LearnedFeedback(KIND[method], net, fb, seed=1, noise_seed=1000))
+        key = "decoders" if KIND[method] == "decoders" else "feedback"
+        circuit = TargetPropagation(net, x0, t0, rule=RULE[method], beta=tr.beta,
+                                    tau=cfg["tau"], online_gamma=0.0, online_eta=tr.eta,
+                                    online_form=tr.update, **{key: feedback})
+        run = dict(cfg["targets"])
+    hist: dict[str, Any] = {"presentation": [0], "test_loss": [], "test_accuracy": [],
+                            "angle_to_backprop": [], "angle_to_gauss_newton": []}
+    for key, v in evaluate(net, task).items():
+        hist[key].append(v)
+
+    def on_chunk(k: int, y: Mapping[str, torch.Tensor], solution) -> None:
+        hist["presentation"].append(k)
+        for key, v in evaluate(circuit.network_of(y), task).items():
+            hist[key].append(v)
+        if method != "backprop":        # the settle of presentation k − 1, on its batch
+            angles = circuit.target_angles(y, damping=fb.damping)
+            hist["angle_to_backprop"].append(angles["backprop"].cpu().numpy())
+            hist["angle_to_gauss_newton"].append(angles["gauss_newton"].cpu().numpy())
+    result = integrate(circuit, circuit.initial_state(), stream, presentations=order.shape[0],
+                       chunk=tr.eval_every, on_chunk=on_chunk, progress=progress, **run)
+    hist["diverged"] = int(result.diverged.sum())
+    hist["steps"] = result.stats["steps"]
     return hist
 
 
@@ -272,7 +201,7 @@ def method_summary(hist: Mapping[str, Any], seconds: float) -> dict[str, Any]:
     out: dict[str, Any] = {"test_loss": statistics(hist["test_loss"]),
                            "initial_test_loss": statistics(hist["test_loss"][:1]),
                            "seconds": seconds, "diverged": hist["diverged"],
-                           "unsettled": hist["unsettled"]}
+                           "steps": hist["steps"]}
     if hist["test_accuracy"]:
         out["test_accuracy"] = statistics(hist["test_accuracy"])
     for key in ("angle_to_backprop", "angle_to_gauss_newton"):
@@ -280,9 +209,12 @@ def method_summary(hist: Mapping[str, Any], seconds: float) -> dict[str, Any]:
             arr = np.asarray(hist[key], dtype=float)                   # [evaluations, S]
             out[key] = {"mean_over_training": float(arr.mean()), "first": float(arr[0].mean()),
                         "last": float(arr[-1].mean())}
-    if hist["settle_steps"]:
-        out["mean_settle_steps"] = float(np.mean(hist["settle_steps"]))
     return out
+
+
+TITLES = {"test_accuracy": "test accuracy", "test_loss": "test loss ½‖y − ŷ‖²",
+          "angle_to_backprop": "∠(τ − h, backprop) [deg]",
+          "angle_to_gauss_newton": "∠(τ − h, Gauss-Newton) [deg]"}
 
 
 def figure(path: Path, name: str, histories: Mapping[str, Mapping[str, Any]]) -> None:
@@ -290,24 +222,19 @@ def figure(path: Path, name: str, histories: Mapping[str, Mapping[str, Any]]) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     classification = any(h["test_accuracy"] for h in histories.values())
-    keys = (["test_accuracy"] if classification else ["test_loss"]) + \
-        ["angle_to_backprop", "angle_to_gauss_newton"]
+    keys = ["test_accuracy" if classification else "test_loss",
+            "angle_to_backprop", "angle_to_gauss_newton"]
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     for method, h in histories.items():
         for ax, key in zip(axes, keys):
-            if not h[key]:
-                continue
-            arr = np.asarray(h[key], dtype=float)
-            x = np.asarray(h["presentation"])
-            x = x if len(x) == len(arr) else x[1:]
-            m, s = arr.mean(1), arr.std(1)
-            ax.plot(x, m, label=method)
-            ax.fill_between(x, m - s, m + s, alpha=0.2)
-    titles = {"test_accuracy": "test accuracy", "test_loss": "test loss ½‖y − ŷ‖²",
-              "angle_to_backprop": "∠(τ − h, backprop) [deg]",
-              "angle_to_gauss_newton": "∠(τ − h, Gauss-Newton) [deg]"}
+            if h[key]:
+                arr = np.asarray(h[key], dtype=float)
+                x = np.asarray(h["presentation"])[-len(arr):]       # angles start after 0
+                m, s = arr.mean(1), arr.std(1)
+                ax.plot(x, m, label=method)
+                ax.fill_between(x, m - s, m + s, alpha=0.2)
     for ax, key in zip(axes, keys):
-        ax.set_title(titles[key])
+        ax.set_title(TITLES[key])
         ax.set_xlabel("presentation (minibatch)")
         if key == "test_loss":
             ax.set_yscale("log")

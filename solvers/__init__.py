@@ -9,13 +9,19 @@ from .state import Layout, State
 from . import checkpoint
 from .stream import minibatch_order
 from .training import TRAINING_METHODS, Drive, Stream, TrainingResult, train
-from .sweep import (Grid, LabelledArray, SweepResult, bytes_per_replica, closed_form_error,
-                    predict_stability, replica_network, sweep)
+from .sweep import (Grid, LabelledArray, LinearStability, SweepResult, bytes_per_replica,
+                    closed_form_error, linearised_stability, moved_attribute, predict_stability,
+                    sweep)
 
 __all__ = ["IMPLICIT", "MAX_SIZE", "ImplicitEulerStep", "ImplicitMethod", "replica_jacobian",
            "ADAPTIVE", "METHODS", "Tableau", "get_method", "phi1", "rk_step", "Phase", "present",
            "present_all", "Solution",
            "Status", "solve", "Layout", "State", "Grid", "LabelledArray", "SweepResult",
-           "bytes_per_replica", "closed_form_error", "predict_stability", "replica_network",
+           "LinearStability", "bytes_per_replica", "closed_form_error", "linearised_stability",
+           "predict_stability",
            "sweep", "Drive", "Stream", "TrainingResult", "train", "TRAINING_METHODS",
            "checkpoint", "minibatch_order"]
+
+
+def __getattr__(name: str):
+    raise moved_attribute(__name__, name)

@@ -1,5 +1,7 @@
-"""Training is integration: present examples one after another to a circuit whose weights are
-state, each presentation a short sequence of phases, each phase one :func:`solve`.
+"""Presentations in phases: one example shown through a short sequence of phases, each phase one
+:func:`solve` (its own step, method, steady-state stopping and recording). :func:`solvers.train`
+uses this for ``phases=``; :func:`present_all`, the older per-presentation loop, is retired in
+its favour.
 
 The circuit carries its state from one presentation to the next (nothing is re-initialised:
 the new input meets whatever the last one left). A phase says what the drive shows (the input
@@ -17,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 import torch
-from tqdm.auto import tqdm
 
 from .solve import Solution, solve
 from .state import State
@@ -51,18 +52,37 @@ class Phase:
                                  "finite number > 0")
 
 
+def jump(circuit: Any, x: torch.Tensor, target: torch.Tensor | None, y: State,
+         check: bool = True) -> Mapping[str, torch.Tensor] | None:
+    """Show ``(x, target)`` to a learning circuit at a jump, with the state there (for what it
+    holds per presentation, such as feedback computed at the current weights); ``check=False``
+    checks shapes only (no host synchronisation). A circuit may return populations that jump
+    too (a reset map, e.g. Z-IL's start at the feed-forward pass)."""
+    try:
+        return circuit.present(x, target, y, check=check)
+    except TypeError as err:          # a learning circuit with the older present(x, target)
+        if "unexpected keyword" not in str(err) and "positional argument" not in str(err):
+            raise
+        return circuit.present(x, target)
+
+
 def present(circuit: Any, y: Mapping[str, torch.Tensor], x: torch.Tensor,
             target: torch.Tensor | None, phases: list[Phase], t0: float = 0.0,
-            observe: Callable[[State], State] | None = None) -> tuple[State, list[Solution]]:
-    """Show one example (or batch) through ``phases``; returns the final state and each
+            observe: Callable[[State], State] | None = None, check: bool = True
+            ) -> tuple[State, list[Solution]]:
+    """Show one example (or batch) through ``phases``, each one :func:`solve` (with its own
+    step, method, steady-state stopping and recording); returns the final state and each
     phase's solution. Time runs on from ``t0`` across phases."""
     if not hasattr(circuit, "present"):
         raise TypeError(f"circuit: received {type(circuit).__name__}, expected a circuit with a "
                         "present(x, target) method (e.g. circuits.PredictiveCoding)")
     sols = []
     t = t0
+    y = dict(y)
     for phase in phases:
-        circuit.present(x, target if phase.teacher else None)
+        reset = jump(circuit, x, target if phase.teacher else None, y, check)
+        if reset:
+            y.update(reset)
         sol = solve(circuit, y, t, t + phase.duration, dt=phase.dt, method=phase.method,
                     steady_state=phase.steady_state, atol=phase.atol, rtol=phase.rtol,
                     save_every=phase.save_every, observe=observe, progress=False)
@@ -77,17 +97,17 @@ def present_all(circuit: Any, y: Mapping[str, torch.Tensor],
                 on_presentation: Callable[[int, State, list[Solution]], None] | None = None,
                 observe: Callable[[State], State] | None = None,
                 progress: bool | None = None, total: int | None = None) -> State:
-    """Present every ``(x, target)`` of ``batches`` in turn; ``on_presentation(k, y, sols)`` is
-    called after each (evaluate, log, checkpoint there; ``sols`` record ``observe(y)`` if
-    given, e.g. ``circuit.observe`` for gate traces). Returns the final state."""
+    """Retired: :func:`solvers.train` with ``phases=`` is the one training loop. This wrapper
+    runs it on the listed ``batches`` (``on_presentation(k, y, sols)`` after each) and warns."""
+    import warnings
+    from .training import train
+    warnings.warn("solvers.present_all is retired: use solvers.train(circuit, y0, stream, "
+                  "phases=[...], presentations=N, on_presentation=...)", DeprecationWarning,
+                  stacklevel=2)
     if not phases:
         raise ValueError("phases: received an empty list, expected at least one Phase")
-    y = dict(y)
-    bar = tqdm(batches, total=total, disable=(None if progress is None else not progress),
-               unit="example", leave=False, desc="present")
-    for k, (x, target) in enumerate(bar):
-        y, sols = present(circuit, y, x, target, phases, observe=observe)
-        if on_presentation is not None:
-            on_presentation(k, y, sols)
-    bar.close()
-    return y
+    listed = list(batches)
+    if not listed:
+        return dict(y)
+    return train(circuit, y, lambda k: listed[k], phases=phases, presentations=len(listed),
+                 on_presentation=on_presentation, observe=observe, progress=progress).y

@@ -17,7 +17,9 @@
 * :func:`predict_stability`: the linear-stability prediction per replica (spectral abscissa of
   the Jacobian < 0, and the stepping method's amplification matrix at the solve's ``dt`` having
   spectral radius < 1), compared point by point with the simulated status by
-  :meth:`SweepResult.agreement`.
+  :meth:`SweepResult.agreement`. By default it is :func:`linearised_stability`, which needs
+  nothing of the circuit but its vector field (and ``leak`` for exponential Euler); a circuit
+  package's own analysis (e.g. ``circuits.analyse_circuit``) can be passed as ``oracle``.
 
 Diverged replicas. ``solve`` rolls a diverged replica back to its last checked (finite) state
 and freezes it, so every stored value of a diverged replica is computed from that last finite
@@ -39,7 +41,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from .methods import ADAPTIVE, get_method
+from .implicit import replica_jacobian
+from .methods import ADAPTIVE, get_method, rk_step
 from .solve import Solution, Status, solve
 from .state import Layout, State
 
@@ -408,31 +411,89 @@ def closed_form_error(circuit: Any, y: State) -> torch.Tensor:
     return diff.norm(dim=1) / ref.norm(dim=1).clamp_min(torch.finfo(ref.dtype).tiny)
 
 
-def predict_stability(circuit: Any, method: str, dt: float | None,
-                      at: str = "initial") -> dict[str, torch.Tensor]:
+@dataclass
+class LinearStability:
+    """``[S]`` per replica: spectral_abscissa (max Re λ of ∂f/∂y), stable (< 0); with a
+    fixed-step method: spectral_radius of its one-step amplification matrix, step_stable
+    (< 1). Any object with these four attributes can serve as a sweep's stability oracle."""
+
+    spectral_abscissa: torch.Tensor
+    stable: torch.Tensor
+    spectral_radius: torch.Tensor | None = None
+    step_stable: torch.Tensor | None = None
+
+
+#: ``oracle(circuit, y, method, dt)``: the linear stability of ``circuit`` at state ``y`` under
+#: ``method`` at step ``dt`` (both None: continuous time only), as a :class:`LinearStability`.
+StabilityOracle = Callable[[Any, State, str | None, float | None], Any]
+
+
+def method_amplification(J: torch.Tensor, method: str, dt: float,
+                         leak: torch.Tensor | None = None) -> torch.Tensor:
+    """One-step matrix ``A [S, D, D]`` with ``y_{n+1} = A y_n`` for ``dy/dt = J y``: one step
+    of the method itself on the linear field ``Y ↦ J Y`` from ``Y = I`` (``leak`` ``[S, D]``:
+    the decay rate exponential Euler treats exactly)."""
+    eye = torch.eye(J.shape[-1], dtype=J.dtype, device=J.device).expand_as(J)
+    return rk_step(get_method(method), lambda t, Y: J @ Y, 0.0, eye, dt,
+                   None if leak is None else leak[..., None])[0]
+
+
+def linearised_stability(circuit: Any, y: State, method: str | None = None,
+                         dt: float | None = None, tol: float = 1e-10) -> LinearStability:
+    """Linear stability of ``circuit.vector_field`` at ``y`` per replica: the Jacobian
+    ``[S, D, D]`` (:func:`solvers.implicit.replica_jacobian`) and, with a fixed-step ``method``,
+    its amplification matrix at ``dt`` (exponential Euler takes ``circuit.leak(y)``)."""
+    if method is not None and dt is None:
+        raise ValueError(f"dt: received None, expected a step size with method {method!r}")
+    layout = Layout(y)
+    field = lambda flat: layout.pack_by_replica(
+        circuit.vector_field(0.0, layout.unpack_by_replica(flat)))
+    J = replica_jacobian(field, layout.pack_by_replica(y))
+    abscissa = torch.linalg.eigvals(J).real.amax(dim=-1)
+    report = LinearStability(abscissa, abscissa < -tol)
+    if method is not None:
+        leak = None
+        if get_method(method).exponential:
+            rates = circuit.leak(y)
+            leak = layout.pack_by_replica({n: torch.as_tensor(
+                rates.get(n, 0.0), dtype=layout.dtype, device=layout.device).expand_as(y[n])
+                for n in layout.names})
+        A = method_amplification(J, method, dt, leak)
+        report.spectral_radius = torch.linalg.eigvals(A).abs().amax(dim=-1)
+        report.step_stable = report.spectral_radius < 1 - tol
+    return report
+
+
+def predict_stability(circuit: Any, method: str, dt: float | None, at: str = "initial", *,
+                      oracle: StabilityOracle | None = None) -> dict[str, torch.Tensor]:
     """Linear stability per replica, linearised at the initial state (``at="initial"``: exact
     for linear circuits such as DI) or at the closed-form steady state (``"steady_state"``;
-    state keys it lacks are taken from the initial state).
+    state keys it lacks are taken from the initial state), by ``oracle`` (default
+    :func:`linearised_stability`; see :data:`StabilityOracle`).
 
     Returns ``[S]`` tensors: ``spectral_abscissa`` (max Re λ of the Jacobian),
     ``continuous_stable`` (< 0), and for fixed-step methods ``spectral_radius`` of the one-step
     amplification matrix at ``dt`` and ``step_stable`` (< 1); ``predicted_status`` is
     ``Status.CONVERGED`` where both hold, ``Status.DIVERGED`` elsewhere."""
-    from circuits.stability import analyse_circuit     # circuits imports solvers: import late
-
     if at not in ("initial", "steady_state"):
         raise ValueError(f"predict: received {at!r}, expected 'initial' or 'steady_state'")
+    oracle = linearised_stability if oracle is None else oracle
+    if not callable(oracle):
+        raise ValueError(f"oracle: received {type(oracle).__name__}, expected a callable "
+                         "(circuit, y, method, dt) -> report, or None")
     y = circuit.initial_state()
     if at == "steady_state":
         star = circuit.steady_state()
         y = {k: star[k].to(v.dtype) if k in star else v for k, v in y.items()}
     fixed = method not in ADAPTIVE
-    report = analyse_circuit(circuit, y, method if fixed else None, dt if fixed else None)
+    report = oracle(circuit, y, method if fixed else None, dt if fixed else None)
     out = {"spectral_abscissa": report.spectral_abscissa, "continuous_stable": report.stable}
+    converges = report.stable
     if report.spectral_radius is not None:
         out["spectral_radius"] = report.spectral_radius
         out["step_stable"] = report.step_stable
-    out["predicted_status"] = torch.where(report.converges, int(Status.CONVERGED),
+        converges = converges & report.step_stable
+    out["predicted_status"] = torch.where(converges, int(Status.CONVERGED),
                                           int(Status.DIVERGED))
     return out
 
@@ -472,7 +533,8 @@ def sweep(build: Callable[[dict[str, torch.Tensor]], Any], grid: Grid,
           solve_kwargs: Mapping[str, Any], *,
           error: Callable[[Any, State], torch.Tensor] | None | str = "closed_form",
           measures: Mapping[str, Callable[[Any, Solution], torch.Tensor]] | None = None,
-          predict: str | None = None, chunk: int | None = None, max_bytes: int = 1 << 30,
+          predict: str | None = None, oracle: StabilityOracle | None = None,
+          chunk: int | None = None, max_bytes: int = 1 << 30,
           progress: bool = False) -> SweepResult:
     """Solve the circuit ``build(points)`` whose replicas are the grid's points, chunk by chunk.
 
@@ -490,6 +552,8 @@ def sweep(build: Callable[[dict[str, torch.Tensor]], Any], grid: Grid,
         measures: ``{name: (circuit, solution) -> [S]}``, each stored under its name.
         predict: None, ``"initial"`` or ``"steady_state"``: add :func:`predict_stability` at
             that linearisation point (method and dt from ``solve_kwargs``).
+        oracle: the linear stability analysis ``predict`` uses (see :data:`StabilityOracle`),
+            e.g. ``circuits.analyse_circuit``; default :func:`linearised_stability`.
         chunk: most replicas per solve; default: as many as fit in ``max_bytes`` by
             :func:`bytes_per_replica` (estimated on a one-replica probe of the first point).
             The grid is split into ``ceil(size / chunk)`` chunks of balanced sizes.
@@ -517,6 +581,9 @@ def sweep(build: Callable[[dict[str, torch.Tensor]], Any], grid: Grid,
     if predict is not None and predict not in ("initial", "steady_state"):
         raise ValueError(f"predict: received {predict!r}, expected None, 'initial' or "
                          "'steady_state'")
+    if oracle is not None and not callable(oracle):
+        raise ValueError(f"oracle: received {type(oracle).__name__}, expected a callable "
+                         "(circuit, y, method, dt) -> report, or None")
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
         raise ValueError(f"max_bytes: received {max_bytes!r}, expected an integer > 0")
     error_fn = closed_form_error if error == "closed_form" else error
@@ -567,7 +634,8 @@ def sweep(build: Callable[[dict[str, torch.Tensor]], Any], grid: Grid,
         if predict is not None:
             tick = time.perf_counter()
             for name, value in predict_stability(circuit, kwargs.get("method", "euler"),
-                                                 kwargs.get("dt"), predict).items():
+                                                 kwargs.get("dt"), predict,
+                                                 oracle=oracle).items():
                 keep(name, value.to(torch.int8) if value.dtype == torch.bool
                      or name == "predicted_status" else value)
             predict_seconds += time.perf_counter() - tick
@@ -598,33 +666,22 @@ def sweep(build: Callable[[dict[str, torch.Tensor]], Any], grid: Grid,
     return SweepResult(arrays, attrs)
 
 
-def replica_network(widths: Sequence[int], seeds: Sequence[int] | torch.Tensor | int,
-                    scales: Sequence[float] | torch.Tensor | float | None = None, **kwargs):
-    """A :class:`circuits.ForwardNetwork` with one network per replica: replica s drawn from
-    ``seeds[s]`` (the network ``ForwardNetwork(widths, seed=seeds[s], **kwargs)`` would be) and
-    its weights multiplied by ``scales[s]`` (the initial weight scale relative to the init's
-    default). Numbers are shared by every replica; S is the longest of the two."""
-    from circuits import ForwardNetwork               # circuits imports solvers: import late
+#: Names that moved from solvers to circuits (solvers depends on no circuit package).
+MOVED = {"replica_network": "circuits.replica_network"}
 
-    as_list = lambda v: v.tolist() if isinstance(v, torch.Tensor) else (
-        list(v) if isinstance(v, (list, tuple, np.ndarray)) else [v])
-    seeds_l = [int(s) for s in as_list(seeds)]
-    scales_l = [1.0] if scales is None else [float(c) for c in as_list(scales)]
-    S = max(len(seeds_l), len(scales_l))
-    for name, values in (("seeds", seeds_l), ("scales", scales_l)):
-        if len(values) not in (1, S):
-            raise ValueError(f"{name}: received {len(values)} values, expected 1 or S = {S}")
-    seeds_l = seeds_l * S if len(seeds_l) == 1 else seeds_l
-    scales_l = scales_l * S if len(scales_l) == 1 else scales_l
-    base = ForwardNetwork(widths, seed=seeds_l if S > 1 else seeds_l[0], **kwargs)
-    if all(c == 1.0 for c in scales_l):
-        return base
-    c = torch.tensor(scales_l, dtype=base.dtype, device=base.device)[:, None, None]
-    return ForwardNetwork(widths, base.hidden_activation.name, base.output_activation.name,
-                          bias=base.biases is not None, dtype=base.dtype, device=base.device,
-                          weights=[w * c for w in base.weights], biases=base.biases)
+
+def moved_attribute(module: str, name: str) -> AttributeError:
+    """The error for ``module.name``: where a moved name lives now, or the usual message."""
+    if name in MOVED:
+        return AttributeError(f"{module}.{name} moved: use {MOVED[name]} instead (solvers no "
+                              "longer imports circuits)")
+    return AttributeError(f"module {module!r} has no attribute {name!r}")
+
+
+def __getattr__(name: str):
+    raise moved_attribute(__name__, name)
 
 
 __all__ = ["PARAMETERS", "STATUS_NAMES", "Grid", "LabelledArray", "SweepResult",
-           "closed_form_error", "predict_stability", "bytes_per_replica", "sweep",
-           "replica_network"]
+           "LinearStability", "StabilityOracle", "closed_form_error", "linearised_stability",
+           "method_amplification", "predict_stability", "bytes_per_replica", "sweep"]

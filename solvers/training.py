@@ -25,12 +25,13 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from .methods import METHODS, get_method, rk_step
+from .presentations import Phase, jump, present
 from .solve import Solution, Status, solve
 from .state import Layout, State
 
@@ -115,18 +116,6 @@ def _count(name: str, value: Any, minimum: int) -> int:
     return value
 
 
-def _present(circuit: Any, x: torch.Tensor, target: torch.Tensor | None, y: State,
-             check: bool) -> None:
-    """The jump: show ``(x, target)`` to the circuit, with the state there (for what a
-    circuit holds per presentation, such as feedback computed at the current weights)."""
-    try:
-        circuit.present(x, target, y, check=check)
-    except TypeError as err:          # a learning circuit with the older present(x, target)
-        if "unexpected keyword" not in str(err) and "positional argument" not in str(err):
-            raise
-        circuit.present(x, target)
-
-
 class _PartitionedExponential:
     """The ``exp_partitioned`` step: the circuit's fast populations (``circuit.fast``, each
     ``[S, B, n]``) advance by exponential Rosenbrock–Euler with the batch-averaged Jacobian of
@@ -199,13 +188,16 @@ class _PartitionedExponential:
 TRAINING_METHODS = ("exp_partitioned",)
 
 
-def train(circuit: Any, y0: Mapping[str, torch.Tensor], stream: Stream, *, period: float,
-          presentations: int, dt: float, method: str = "euler", chunk: int = 1, start: int = 0,
+def train(circuit: Any, y0: Mapping[str, torch.Tensor], stream: Stream, *,
+          period: float | None = None, presentations: int, dt: float | None = None,
+          method: str = "euler", chunk: int = 1, start: int = 0,
           teacher_from: float = 0.0, teacher_dt: float | None = None,
           diverged: torch.Tensor | None = None,
           on_chunk: Callable[[int, State, Solution], None] | None = None,
           divergence_bound: float = 1e6, progress: bool | None = None,
-          relinearise_every: int = 1) -> TrainingResult:
+          relinearise_every: int = 1, phases: Sequence[Phase] | None = None,
+          on_presentation: Callable[[int, State, list[Solution]], None] | None = None,
+          observe: Callable[[State], State] | None = None) -> TrainingResult:
     """Integrate the learning circuit ``circuit`` driven by ``stream`` from presentation
     ``start`` (state ``y0`` at ``t = start·period``) to ``presentations``, checking divergence
     after every chunk of ``chunk`` presentations (chunk ends at multiples of ``chunk``;
@@ -215,7 +207,8 @@ def train(circuit: Any, y0: Mapping[str, torch.Tensor], stream: Stream, *, perio
     teacher at ``k·period + teacher_from``) by ``circuit.present(x, target, y)`` *between* steps,
     never from inside the vector field, and everything a stepping method takes from the circuit
     (``exp_euler``'s leak rates, ``exp_partitioned``'s Jacobian) is recomputed at each jump, so it
-    follows the drive. The data of the first presentation are checked (finite, shapes); later
+    follows the drive. ``present`` may return populations that jump with the drive (a reset
+    map declared by the circuit, e.g. ``PredictiveCoding(reset="feed_forward")``). The data of the first presentation are checked (finite, shapes); later
     presentations are checked for shape only, so a chunk of steps issues no host
     synchronisation (a non-finite example shows up as a diverged replica).
 
@@ -226,6 +219,14 @@ def train(circuit: Any, y0: Mapping[str, torch.Tensor], stream: Stream, *, perio
     other :func:`solve` method, integrated by one ``solve`` per phase. Each phase (free, teacher)
     is stepped with ``dt`` (``teacher_dt`` while the teacher is shown, if given), the last step
     of a phase shortened to end on its jump.
+
+    ``phases``: instead of ``period``/``dt``/``teacher_from``, each presentation is shown
+    through these :class:`solvers.Phase` s (the period is their total duration), each one
+    :func:`solve` with its own step, method, steady-state stopping (a free phase that ends when
+    the circuit has settled) and recording (``save_every``, ``observe``);
+    ``on_presentation(k, y, solutions)`` then runs after presentation k (0-based) with the
+    phases' solutions. This is the slower, observable form of the same loop (used to watch
+    gates open); the fixed-step form above issues no host synchronisation inside a chunk.
 
     ``on_chunk(k, y, solution)`` runs after each chunk with the number of presentations done
     and the state there: evaluate, log and checkpoint in it (a checkpoint holds ``k``, ``y`` and
@@ -248,6 +249,23 @@ def train(circuit: Any, y0: Mapping[str, torch.Tensor], stream: Stream, *, perio
                          "checkpoint is written at a chunk boundary; resuming elsewhere would "
                          "take different steps than the uninterrupted run)")
     _check_drive(circuit, stream)
+    if phases is not None:
+        if not isinstance(phases, (list, tuple)) or not phases \
+                or not all(isinstance(p, Phase) for p in phases):
+            raise ValueError(f"phases: received {phases!r}, expected a non-empty list of "
+                             "solvers.Phase")
+        if dt is not None or period is not None or teacher_from or teacher_dt is not None:
+            raise ValueError("phases: received together with period/dt/teacher_from/"
+                             "teacher_dt, expected either phases or those (each phase has "
+                             "its own duration and dt)")
+        period, dt = float(sum(p.duration for p in phases)), phases[0].dt
+    elif on_presentation is not None or observe is not None:
+        raise ValueError("on_presentation, observe: received without phases, expected them "
+                         "only with phases= (the fixed-step loop records nothing per step; "
+                         "use on_chunk)")
+    if period is None or dt is None:
+        raise ValueError(f"period, dt: received {period!r}, {dt!r}, expected both (numbers > 0) "
+                         "unless phases= is given")
     for name, value in (("period", period), ("dt", dt)) + (
             (("teacher_dt", teacher_dt),) if teacher_dt is not None else ()):
         if isinstance(value, bool) or not isinstance(value, (int, float)) \
@@ -258,10 +276,11 @@ def train(circuit: Any, y0: Mapping[str, torch.Tensor], stream: Stream, *, perio
         raise ValueError(f"teacher_from: received {teacher_from!r}, expected a number in "
                          f"[0, period = {period}) (when in each period the teacher appears)")
     T, teacher_from = float(period), float(teacher_from)
-    phases = ([(0.0, teacher_from, float(dt), False)] if teacher_from > 0 else []) + [
+    given_phases = phases
+    segments = ([(0.0, teacher_from, float(dt), False)] if teacher_from > 0 else []) + [
         (teacher_from, T, float(teacher_dt if teacher_dt is not None and teacher_from > 0
                                 else dt), True)]
-    for a, b, h, _ in phases:
+    for a, b, h, _ in ([] if given_phases is not None else segments):
         if h > b - a + 1e-9 * T:
             raise ValueError(f"dt: received {h!r}, expected at most the phase it steps "
                              f"({b - a!r} of period {T!r}): a longer step would skip examples")
@@ -279,15 +298,15 @@ def train(circuit: Any, y0: Mapping[str, torch.Tensor], stream: Stream, *, perio
         raise ValueError(f"start: received {start}, expected a multiple of relinearise_every = "
                          f"{relinearise_every} for method {method!r} (the Jacobian in use was "
                          "computed at such a jump; resuming elsewhere would step differently)")
-    stepper = None
-    if method in TRAINING_METHODS:
-        stepper = _PartitionedExponential(circuit, layout)
-        tableau = None
-    elif method in METHODS:
-        tableau = METHODS[method]
-    else:
-        get_method(method)                            # a clear error for unknown names
-        tableau = None
+    def stepping(name: str) -> tuple[Any, Any]:
+        """(partitioned stepper or None, tableau or None); both None: solve the phase."""
+        if name in TRAINING_METHODS:
+            return _PartitionedExponential(circuit, layout), None
+        if name in METHODS:
+            return None, METHODS[name]
+        get_method(name)                              # a clear error for unknown names
+        return None, None
+    stepper, tableau = stepping(method)
     flat_field = (lambda t, v: layout.pack(circuit.vector_field(t, layout.unpack(v))))
 
     def run_phase(yf: torch.Tensor, t0: float, t1: float, h: float, relinearise: bool
@@ -326,9 +345,20 @@ def train(circuit: Any, y0: Mapping[str, torch.Tensor], stream: Stream, *, perio
         y_start = yf
         for j in range(k, k1):
             x, target = stream(j)
-            for a, b, h, teaching in phases:
-                _present(circuit, x, target if teaching else None, layout.unpack(yf),
-                         check=not checked)
+            if given_phases is not None:
+                state, sols = present(circuit, layout.unpack(yf), x, target, given_phases,
+                                      t0=j * T, observe=observe, check=not checked)
+                checked = True
+                yf = layout.pack(state)
+                steps += sum(int(sol.stats.get("steps", 0)) for sol in sols)
+                if on_presentation is not None:
+                    on_presentation(j, {n: v.clone() for n, v in state.items()}, sols)
+                continue
+            for a, b, h, teaching in segments:
+                reset = jump(circuit, x, target if teaching else None, layout.unpack(yf),
+                             not checked)
+                if reset:
+                    yf = layout.pack({**layout.unpack(yf), **reset})
                 checked = True
                 yf, n = run_phase(yf, j * T + a, j * T + b, h, j % relinearise_every == 0)
                 steps += n

@@ -130,3 +130,40 @@ def test_plastic_rebinds_instead_of_rebuilding():
     ref = fresh.vector_field(0.0, {k: y[k] for k in c.fast})
     for k in c.fast:
         torch.testing.assert_close(d[k], ref[k], rtol=1e-12, atol=1e-14)
+
+
+def test_z_il_in_one_integration_is_sgd():
+    """Z-IL trained in one integration: every presentation jumps the values to the feed-forward
+    pass (C1, ``reset="feed_forward"``), the teacher clamps the output and L Euler steps of
+    dt = τ_x (C3) follow with W_ℓ learning at step L − ℓ (C2, a schedule restarting every
+    period). Each presentation is then one SGD step on ½‖y − a_L‖² (batch mean): the weights
+    after 8 presentations equal autograd's SGD to 1e-12."""
+    from solvers import train
+    from tests.test_plasticity import assert_is_sgd, stream as sgd_stream
+    network = ForwardNetwork([4, 6, 5, 3], activation="tanh", seed=1)
+    L, eta = network.L, 0.1
+    pc = PredictiveCoding(network, *sgd_stream(0), eta=eta, reset="feed_forward",
+                          plasticity=Schedule.z_il(L, cycle=float(L)))
+    r = train(pc, pc.initial_state(), sgd_stream, period=float(L), presentations=8, dt=1.0,
+              chunk=4)
+    assert_is_sgd(r.y, network, eta, 8)
+
+
+def test_one_gate_protocol_gates_plastic_layers():
+    """Plastic takes any gate of the one protocol: a LayerSchedule lets only layer ℓ learn in
+    its window, and ``gate="settled"`` is ``Settled(theta)``."""
+    from circuits import LayerSchedule, Settled
+    seq = Plastic(ClosedForm("backprop"), net(), *stream(0), gate=LayerSchedule.sequential(3, 1.0))
+    y = seq.initial_state()
+    for t, layer in ((0.5, 1), (1.5, 2), (2.5, 3)):
+        d = seq.vector_field(t, y)
+        moving = [l for l in (1, 2, 3) if d[f"W_{l}"].abs().max() > 0]
+        assert moving == [layer], t
+    a = Plastic(Settling(DynamicInversion, alpha=0.05), net(), *stream(0), gate="settled",
+                theta=0.2)
+    b = Plastic(Settling(DynamicInversion, alpha=0.05), net(), *stream(0), gate=Settled(0.2))
+    y = {k: v + 0.1 for k, v in a.initial_state().items()}
+    for k, v in a.vector_field(0.0, y).items():
+        assert torch.equal(v, b.vector_field(0.0, y)[k])
+    with pytest.raises(ValueError, match="gate"):
+        Plastic(ClosedForm("backprop"), net(), *stream(0), gate=ArrivalGate())

@@ -8,6 +8,8 @@ import math
 
 import pytest
 import torch
+
+from circuits.gates import Signals
 import torch.nn.functional as F
 
 from circuits import ForwardNetwork
@@ -226,10 +228,10 @@ def test_schedule_gates_are_functions_of_time():
     assert seq.windows == [(0.0, 2.0), (2.0, 4.0), (4.0, 6.0)] and seq.t1 == 6.0
     for t, want in ((0.0, [1, 0, 0]), (1.999, [1, 0, 0]), (2.0, [0, 1, 0]), (5.5, [0, 0, 1]),
                     (6.0, [0, 0, 0]), (-1.0, [0, 0, 0])):
-        assert [float(g) for g in seq.gates(t, like)] == want, t
+        assert [float(g) for g in seq.gates(t, {}, Signals(like=like, layers=3))[0]] == want, t
     par = LayerSchedule.parallel(3)
     assert par.t1 is None
-    assert [float(g) for g in par.gates(1e6, like)] == [1, 1, 1]
+    assert [float(g) for g in par.gates(1e6, {}, Signals(like=like, layers=3))[0]] == [1, 1, 1]
 
 
 # -- bad input --------------------------------------------------------------------------------

@@ -259,10 +259,11 @@ def test_z_il_in_float32_agrees_to_rounding():
     assert 1e-10 < d < 1e-5
 
 
-def test_present_all_trains_like_backprop_one_presentation_at_a_time():
-    """Two presentations of Fa-Z-IL (input until settled, then the teacher) equal two SGD
-    steps; every unit's gate opens exactly once per presentation."""
-    from solvers import Phase, present_all
+def test_training_in_phases_is_backprop_one_presentation_at_a_time():
+    """Two presentations of Fa-Z-IL (input until settled, then the teacher) through
+    ``solvers.train(phases=...)`` equal two SGD steps; every unit's gate opens exactly once per
+    presentation. The retired ``present_all`` still gives the same, with a warning."""
+    from solvers import Phase, present_all, train
     net, x, y = problem(3, "tanh", S=2, B=4, width=8)
     batches = [(x, y), (-x, 0.5 * y)]
     c = PredictiveCoding(net, x, None, eta=ETA, plasticity=ArrivalGate())
@@ -270,9 +271,13 @@ def test_present_all_trains_like_backprop_one_presentation_at_a_time():
                     rtol=0.0),
               Phase("learn", float(net.L + 1), 1.0, teacher=True, save_every=1)]
     openings = []
-    final = present_all(c, c.initial_state(), batches, phases, observe=c.observe,
-                        on_presentation=lambda k, y1, sols: openings.append(
-                            [sols[1].ys[f"gate_{l}"].sum(0) for l in range(1, net.L + 1)]))
+    final = train(c, c.initial_state(), lambda k: batches[k], phases=phases, presentations=2,
+                  observe=c.observe, on_presentation=lambda k, y1, sols: openings.append(
+                      [sols[1].ys[f"gate_{l}"].sum(0) for l in range(1, net.L + 1)])).y
+    c2 = PredictiveCoding(net, x, None, eta=ETA, plasticity=ArrivalGate())
+    with pytest.warns(DeprecationWarning, match="solvers.train"):
+        old = present_all(c2, c2.initial_state(), batches, phases)
+    assert all(torch.equal(old[k], final[k]) for k in final)
     weights, biases = net.weights, net.biases
     for xb, yb in batches:
         step = ForwardNetwork(net.widths, "tanh", weights=weights, biases=biases)

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from circuits import DynamicInversion, ForwardNetwork
+from circuits import DynamicInversion, ForwardNetwork, replica_network
 from solvers import solve
 from solvers.solve import Status
-from solvers.sweep import Grid, LabelledArray, SweepResult, replica_network, sweep
+from solvers.sweep import Grid, LabelledArray, SweepResult, sweep
 
 WIDTHS = [4, 8, 6, 3]
 

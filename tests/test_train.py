@@ -29,6 +29,7 @@ FAST = {
             "circuit": {"alpha": 0.01, "k_i": 5.0, "k_p": 1.0}},
     "pc": {"eta": 0.4, "period": 23.0, "dt": 1.0, "teacher_from": 20.0,
            "gate_args": {"threshold": 1.0e-10}, "circuit": {"variances": [1.0, 4.0]}},
+    "z_il": {"eta": 0.1, "period": 2.0, "dt": 1.0},
     "iterated_dtp": {"eta": 1.0, "period": 1.0, "dt": 0.1, "gate": "settled",
                      "target_leak": 0.5, "circuit": {"beta": 0.05}},
     "ddtp_linear": {"eta": 1.0, "period": 1.0, "dt": 0.1, "gate": "settled",
