@@ -141,6 +141,26 @@ class _InversionCircuit(CreditCircuit):
         return {p.name: torch.zeros(self.S, self.batch, p.size, dtype=net.dtype,
                                     device=net.device) for p in self.populations}
 
+    def observed_steady_state(self) -> State:
+        """:meth:`steady_state` (NDI) plus what :meth:`observe` shows there, each
+        ``[S, B, n_ℓ]``: the feedback into each error population equals that population at
+        the fixed point (``τ_δ dδ_ℓ/dt = −δ_ℓ + fb_ℓ = 0``), so ``fb_ℓ* = δ_ℓ*``; and the credits
+        ``credit_ℓ* = φ'(a_ℓ) ⊙ δ_ℓ*`` (ℓ < L), ``credit_L = δ_L``. Defined wherever
+        :meth:`steady_state` is, including where it omits the controller (expanding, α = 0)."""
+        star = self.steady_state()
+        fwd, L = self.forward, self.network.L
+        for l in self._fed_back:
+            star[f"fb_{l}"] = star[f"delta_{l}"].clone()
+        for l in range(1, L):
+            star[f"credit_{l}"] = fwd.dphi[l - 1] * star[f"delta_{l}"]
+        star[f"credit_{L}"] = self.delta_L.clone()
+        return star
+
+    @property
+    def _fed_back(self) -> list[int]:
+        """The layers whose error population receives feedback (``fb_ℓ`` in :meth:`observe`)."""
+        return list(range(1, self.network.L))
+
     def _credit_above(self, layer: int, y: State) -> torch.Tensor:
         """c_ℓ: the clamped δ_L at the top, φ'(a_ℓ) ⊙ δ_ℓ below."""
         if layer == self.network.L:
@@ -302,6 +322,10 @@ class SingleLoopDynamicInversion(_InversionCircuit):
         elif compact_weights:
             self._Bt = compact(self.feedback).transpose(-1, -2).contiguous()
         self._Wt = [_transposed(share(W), compact_weights) for W in net.weights]
+
+    @property
+    def _fed_back(self) -> list[int]:
+        return [1]                        # the other layers are carried forward, not fed back
 
     def _mismatch(self, y: State) -> torch.Tensor:
         L = self.network.L

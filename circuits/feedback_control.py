@@ -199,3 +199,17 @@ class DeepFeedbackControl(CreditCircuit):
         star["u"] = u - self.k_p * e
         star["u_total"] = u
         return star
+
+    def observed_steady_state(self) -> State:
+        """:meth:`steady_state` plus what :meth:`observe` shows there, linearised like it: the
+        output error ``e* = α̃ u*`` ``[S, B, n_L]`` (exact at the fixed point, where
+        ``k_i e = α ρ`` for either leak; evaluating ``r_L* − φ(v_L*)`` at the linearised ``v*`` would add an
+        O(nudge²) error to a quantity that is itself O(α̃ · nudge)) and the feedback
+        ``fb_ℓ* = credit_ℓ* = Q_ℓ u*`` ``[S, B, n_ℓ]`` (``u*`` = ``u_total``)."""
+        star = self.steady_state()
+        u = star["u_total"]
+        star["e"] = self.alpha_tilde * u
+        for l, Q in enumerate(self.feedback, start=1):
+            star[f"fb_{l}"] = u @ Q.transpose(-1, -2)
+            star[f"credit_{l}"] = star[f"fb_{l}"]
+        return star

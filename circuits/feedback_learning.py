@@ -110,7 +110,7 @@ class RegressionFlow(Circuit):
             raise ValueError(f"duration: received {duration!r}, expected a number ≥ 0 (the "
                              "time the rule runs; math.inf for its fixed point)")
         if math.isinf(duration):
-            return self.fixed_point()
+            return self.fixed_point(y0)
         y0 = self.initial_state() if y0 is None else y0
         out = {}
         for k, (A, C) in self.moments.items():
@@ -123,12 +123,22 @@ class RegressionFlow(Circuit):
             out[k] = y0[k] @ E[..., :n, :n] + E[..., n:, :n]
         return out
 
-    def fixed_point(self) -> State:
-        """``Θ_ℓ* = C_ℓ (A_ℓ + λI)⁻¹`` for every layer (what the flow settles to)."""
+    def fixed_point(self, y0: State | None = None) -> State:
+        """What the flow from ``y0`` (default :meth:`initial_state`) settles to, every layer:
+        ``Θ_ℓ* = C_ℓ (A_ℓ + λI)⁻¹`` for λ > 0 (unique). For λ = 0 with a singular moment
+        matrix A (fewer examples than regressors) every Θ with ``ΘA = C`` is fixed, and the flow
+        keeps the part of ``y0`` in A's null space: ``Θ* = y0 (I − A A⁺) + C A⁺``."""
         out = {}
+        start = None
         for k, (A, C) in self.moments.items():
             eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
-            out[k] = torch.linalg.solve(A + self.decay * eye, C, left=False)
+            if self.decay > 0:
+                out[k] = torch.linalg.solve(A + self.decay * eye, C, left=False)
+                continue
+            if start is None:
+                start = self.initial_state() if y0 is None else y0
+            pinv = torch.linalg.pinv(A, hermitian=True)
+            out[k] = start[k] @ (eye - A @ pinv) + C @ pinv
         return out
 
 

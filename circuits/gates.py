@@ -353,3 +353,85 @@ class LayerSchedule(Plasticity):
 def _check_layers(layers):
     if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
         raise ValueError(f"layers: received {layers!r}, expected an integer ≥ 1 (L)")
+
+
+# -- measuring gates along a recorded trajectory ----------------------------------------------
+# Analysis, not dynamics: functions of a circuit's recorded observations ``{gate_ℓ, eps_ℓ}``
+# (each ``[T, S, B, n_ℓ]``, e.g. ``PredictiveCoding.observe`` along a solution), to check that an
+# arrival gate stays shut while the circuit settles on an input and that each unit's gate opens
+# once when a teacher's wave passes (Fa-Z-IL, ``demos.train_pc``).
+
+def per_layer(obs: State, name: str, layers: int, reduce) -> torch.Tensor:
+    """``[T, L]``: ``reduce`` (``[T, N] → [T]``) over the units and examples (and replicas) of
+    each layer's ``{name}_ℓ [T, S, B, n_ℓ]``, ℓ = 1..L."""
+    return torch.stack([reduce(obs[f"{name}_{l}"].flatten(1)) for l in range(1, layers + 1)], 1)
+
+
+def _largest(obs: State, name: str, layers: int) -> torch.Tensor:
+    return per_layer(obs, name, layers, lambda v: v.abs().amax(1))
+
+
+def settle_statistics(obs: State, layers: int, settle_time: float, status: str) -> dict:
+    """A settle without a teacher (gates should stay shut): the largest gate value over every
+    layer, unit, example and recorded point (``max_gate``), the settle's ``settle_time`` and
+    ``status`` as given, and the largest hidden error ``|ε_ℓ|``, ℓ < L, at the last recorded
+    point (``hidden_error_left``: how far below the quiet threshold the settle ended)."""
+    left = float(_largest(obs, "eps", layers)[-1, :-1].max()) if layers > 1 else 0.0
+    return {"max_gate": float(_largest(obs, "gate", layers).max()), "settle_time": settle_time,
+            "status": status, "hidden_error_left": left}
+
+
+def opening_statistics(obs: State, layers: int, steps: int | None = None) -> dict:
+    """Per layer ℓ (lists indexed ℓ − 1), over the first ``steps`` recorded points (all by
+    default; recorded every step, point i holds the gate step i used): on how many points each
+    unit's gate was open (> 0), its min / mean / max over the layer's units and examples
+    (``open_steps_*``), at which points any of the layer's gates was open (``open_at``); and the
+    largest gate value of any layer (``max_gate``)."""
+    out: dict = {"open_steps_min": [], "open_steps_mean": [], "open_steps_max": [],
+                 "open_at": [], "max_gate": 0.0}
+    for l in range(1, layers + 1):
+        g = obs[f"gate_{l}"][:steps]                           # [T, S, B, n]
+        open_steps = (g > 0).sum(0).to(torch.float64)          # per unit and example
+        out["open_steps_min"].append(float(open_steps.min()))
+        out["open_steps_mean"].append(float(open_steps.mean()))
+        out["open_steps_max"].append(float(open_steps.max()))
+        out["open_at"].append((g.flatten(1) > 0).any(1).nonzero().flatten().tolist())
+        out["max_gate"] = max(out["max_gate"], float(g.abs().max()))
+    return out
+
+
+def gate_trace(obs: State, layers: int) -> dict:
+    """Per recorded point and layer (``[T][L]`` lists): the fraction of units × examples whose
+    gate is open (``open_fraction``) and the largest ``|ε_ℓ|`` (``max_error``)."""
+    return {"open_fraction": per_layer(obs, "gate", layers,
+                                       lambda v: (v > 0).to(v.dtype).mean(1)).tolist(),
+            "max_error": _largest(obs, "eps", layers).tolist()}
+
+
+def arrival_gate_activity(settles: Sequence[dict], lessons: Sequence[dict], layers: int
+                          ) -> dict:
+    """Gate activity over a run of presentations, each a settle on the input alone
+    (:func:`settle_statistics`) then a lesson with the teacher (:func:`opening_statistics`):
+    the largest gate value in each, whether every unit's gate opened on exactly one step of
+    every lesson, per layer the fewest/most steps open and the steps on which any gate was
+    open, the settle times, whether every settle converged and the largest hidden error a
+    settle left. Empty before the first presentation."""
+    if not settles:
+        return {}
+    lessons_per_layer = {
+        str(l): {"open_steps_min": min(e["open_steps_min"][l - 1] for e in lessons),
+                 "open_steps_max": max(e["open_steps_max"][l - 1] for e in lessons),
+                 "open_at_steps": sorted({s for e in lessons for s in e["open_at"][l - 1]})}
+        for l in range(1, layers + 1)}
+    return {
+        "max_gate_during_prediction": max(e["max_gate"] for e in settles),
+        "max_gate_during_learning": max(e["max_gate"] for e in lessons),
+        "every_gate_opened_on_exactly_one_step": all(
+            v["open_steps_min"] == 1 and v["open_steps_max"] == 1
+            for v in lessons_per_layer.values()),
+        "learn_gates_per_layer": lessons_per_layer,
+        "prediction_settle_time": {"min": min(e["settle_time"] for e in settles),
+                                   "max": max(e["settle_time"] for e in settles)},
+        "prediction_all_converged": all(e["status"] == "converged" for e in settles),
+        "max_hidden_error_after_prediction": max(e["hidden_error_left"] for e in settles),
+    }

@@ -314,6 +314,9 @@ class LocalDecoders(Circuit):
                              "alone, expected both (a labelled set) or neither (the presented "
                              "batch)")
         label = (self.y if target is None else self.network.output_like(target, "target")) > 0.5
+        if x is not None and x.shape[-2] != label.shape[-2]:
+            raise ValueError(f"x, target: received {x.shape[-2]} and {label.shape[-2]} "
+                             "examples, expected the same number")
         hits = [((o > 0.5) == label).sum((-2, -1)) for o in self.readouts(y, x)]
         return torch.stack(hits).to(torch.float64) / label[0].numel()
 

@@ -365,6 +365,18 @@ class Plastic(Circuit):
                 out[f"b_{l}"] = rate * db
         return out
 
+    def fast_field(self, t: float, y: State) -> State:
+        """The credit populations' time derivatives at the weights of ``y`` (the weights held
+        still): what a stepping method linearises."""
+        return self.bound(y).vector_field(t, {k: y[k] for k in self.fast})
+
+    def fast_jacobian(self, y: State) -> torch.Tensor | None:
+        """``mean_B ∂(credit populations)'/∂(credit populations)`` ``[S, D, D]`` at the weights of
+        ``y``, in closed form where the family's circuit has one (``mean_jacobian``), else None."""
+        circuit = self.bound(y)
+        jacobian = getattr(circuit, "mean_jacobian", None)
+        return None if jacobian is None else jacobian({k: y[k] for k in self.fast})
+
     def leak(self, y: State) -> dict[str, torch.Tensor]:
         if not self.fast or not hasattr(self.circuit, "leak"):
             return {}

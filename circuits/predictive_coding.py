@@ -23,7 +23,8 @@ layer per step and ``ΔW_ℓ = η δ_ℓ r_{ℓ-1}ᵀ`` (:func:`backprop_updates
 Fa-Z-IL replaces the schedule by :class:`ArrivalGate` and C1 by a prediction-mode settle.
 Fixed-prediction PC (``predictions="fixed"``, Millidge et al. 2020) freezes μ and f' at the
 feed-forward pass: its errors settle on δ exactly, with the transient of
-:func:`fixed_prediction_transient`.
+:func:`fixed_prediction_transient` (closed forms: :meth:`PredictiveCoding.steady_state`,
+:meth:`~PredictiveCoding.equilibrium_errors`, :meth:`~PredictiveCoding.transient_errors`).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from typing import Sequence
 
 import torch
 
+from . import credit
 from .circuit import Circuit, State
 from .gates import Plasticity, Signals
 from .network import ForwardNetwork
@@ -321,6 +323,115 @@ class PredictiveCoding(Circuit):
         has_b = self.network.biases is not None
         return [(y1[f"W_{l}"] - y0[f"W_{l}"],
                  y1[f"b_{l}"] - y0[f"b_{l}"] if has_b else None) for l in range(1, self.L + 1)]
+
+    # -- closed forms (fixed predictions) ----------------------------------------------------
+
+    def _equilibrium(self, what: str):
+        """The feed-forward pass and ε*_ℓ (see :meth:`equilibrium_errors`)."""
+        if not self.fixed:
+            raise ValueError(f"{what} needs the constructor argument 'predictions': received "
+                             "'live', expected 'fixed' (backprop's δ is the equilibrium only "
+                             "when predictions are frozen at the feed-forward pass; live "
+                             "predictions have no closed form)")
+        net = self.network
+        fwd = net.forward(self.x)
+        top = self.teacher * (self.target - fwd.a[-1]) / self.variances[-1]
+        return fwd, credit.backprop(net, fwd, top)
+
+    def equilibrium_errors(self) -> list[torch.Tensor]:
+        """Fixed-prediction PC's equilibrium errors ``ε*_ℓ`` ``[S, B, n_ℓ]``, ℓ = 1..L::
+
+            ε*_L = (y − a_L) / σ²_L          (teacher present: the output clamped to y)
+            ε*_ℓ = f'(a_ℓ) ⊙ W_{ℓ+1}ᵀ ε*_{ℓ+1}
+
+        with ``a_ℓ`` the feed-forward pre-activations (where μ and f' are frozen): backprop's
+        cascade, so with σ²_L = 1 these are backprop's δ_ℓ for ``½‖y − a_L‖²``. Hidden variances
+        do not enter (they scale ``x* − a``, not ε*). Without a teacher every ε* is 0.
+        Raises ValueError for ``predictions="live"`` (no closed form)."""
+        return self._equilibrium("equilibrium_errors()")[1]
+
+    def steady_state(self) -> State:
+        """The fixed-prediction fixed point keyed like the state: values
+        ``x*_ℓ = a_ℓ + σ²_ℓ ε*_ℓ`` ``[S, B, n_ℓ]`` (so ``x*_L = y`` with the teacher) and, with
+        ``errors="leaky"``, ``eps_ℓ* = ε*_ℓ`` (:meth:`equilibrium_errors`). It is the same for
+        explicit and leaky errors, any σ² and τ_x. Needs ``predictions="fixed"``."""
+        fwd, eps = self._equilibrium("steady_state()")
+        star: State = {f"x_{l}": a + s2 * e for l, (a, s2, e)
+                       in enumerate(zip(fwd.a, self.variances, eps), start=1)}
+        if self.leaky:
+            star.update({f"eps_{l}": e for l, e in enumerate(eps, start=1)})
+        return star
+
+    def observed_steady_state(self) -> State:
+        """:meth:`steady_state` plus what :meth:`observe` shows there, each ``[S, B, n_ℓ]``:
+        errors ``eps_ℓ = ε*_ℓ``, predictions ``mu_ℓ = a_ℓ``, feedback inputs
+        ``fb_ℓ = W_{ℓ+1}ᵀ ε*_{ℓ+1}`` (ℓ < L) and the energy ``F = Σ_ℓ σ²_ℓ‖ε*_ℓ‖²/2``
+        ``[S, B, 1]``. Needs ``predictions="fixed"``."""
+        fwd, eps = self._equilibrium("observed_steady_state()")
+        star = self.steady_state()
+        energy = 0
+        for l, (a, e, s2) in enumerate(zip(fwd.a, eps, self.variances), start=1):
+            star[f"eps_{l}"], star[f"mu_{l}"] = e, a
+            energy = energy + (s2 * e ** 2).sum(-1, keepdim=True) / 2
+        for l, W in enumerate(self.network.weights[1:], start=1):
+            star[f"fb_{l}"] = eps[l] @ W
+        star["F"] = energy
+        return star
+
+    def transient_errors(self, t, dt: float | None = None) -> list[torch.Tensor]:
+        """The errors ``ε_ℓ(t)`` of fixed-prediction PC started at the feed-forward pass
+        (:meth:`initial_state`), ``t`` time since the start: a number (gives ``[S, B, n_ℓ]``)
+        or a 1-D tensor ``[T]`` (gives ``[T, S, B, n_ℓ]``), ℓ = 1..L::
+
+            ε_ℓ(t) = ε*_ℓ · P_{L−ℓ}(t)
+
+        ``P_k`` is :func:`fixed_prediction_transient` for the layer k below the output: the
+        Erlang(k, 1/τ_x) CDF in continuous time (``dt=None``); with Euler steps ``dt``
+        (γ = dt/τ_x ≤ 1) ``P[Bin(n, γ) ≥ k]`` after n steps and, between steps, the straight
+        line joining them (Euler's polygon, which is what :func:`solvers.solve` records at
+        ``save_at`` times between steps). Holds for explicit errors, unit variances and one
+        τ_x for every replica; anything else raises ValueError."""
+        if self.leaky:
+            raise ValueError("transient_errors() needs the constructor argument 'errors': "
+                             "received 'leaky', expected 'explicit' (the law is for errors "
+                             "that follow the values at once)")
+        if any(bool((v != 1).any()) for v in self.variances):
+            raise ValueError("transient_errors() needs the constructor argument 'variances': "
+                             f"received {[v.reshape(-1).tolist() for v in self.variances]}, "
+                             "expected 1 for every layer (the law is for unit variances)")
+        taus = torch.unique(self.tau_x.reshape(-1))
+        if taus.numel() != 1:
+            raise ValueError(f"transient_errors() needs the constructor argument 'tau_x': "
+                             f"received {taus.tolist()}, expected one value for every replica")
+        tau = float(taus)
+        if dt is not None and (isinstance(dt, bool) or not isinstance(dt, (int, float))
+                               or not 0 < dt <= tau):
+            raise ValueError(f"dt: received {dt!r}, expected None (continuous time) or an "
+                             f"Euler step 0 < dt ≤ τ_x = {tau:g} (γ = dt/τ_x ≤ 1)")
+        star = self._equilibrium("transient_errors()")[1]
+        scalar = not isinstance(t, torch.Tensor)
+        times = torch.as_tensor(t, dtype=torch.float64, device="cpu").reshape(-1)
+        if not bool((torch.isfinite(times) & (times >= 0)).all()):
+            raise ValueError(f"t: received {t!r}, expected finite times ≥ 0 (since the start at "
+                             "the feed-forward pass)")
+        out = []
+        for l, e in enumerate(star, start=1):
+            k = self.L - l
+            if dt is None:
+                frac = torch.tensor([fixed_prediction_transient(k, s, tau)
+                                     for s in times.tolist()], dtype=torch.float64)
+            else:
+                steps = times / dt
+                below = steps.floor()
+                m = below.long().tolist()
+                law = {n: fixed_prediction_transient(k, n * dt, tau, dt / tau)
+                       for n in sorted(set(m) | {n + 1 for n in m})}
+                lo = torch.tensor([law[n] for n in m], dtype=torch.float64)
+                hi = torch.tensor([law[n + 1] for n in m], dtype=torch.float64)
+                frac = torch.lerp(lo, hi, steps - below)
+            frac = frac.to(device=e.device, dtype=e.dtype)[:, None, None, None]
+            out.append((frac * e)[0] if scalar else frac * e)
+        return out
 
 
 # -- closed forms -----------------------------------------------------------------------------

@@ -15,7 +15,9 @@ W_ℓ φ_{ℓ-1}(h_{ℓ-1}) + b_ℓ`` (φ_0 the identity, so ``h_0 = x``). Each 
 Every target starts at its activity (``τ_ℓ(0) = h_ℓ``, ``u_ℓ(0) = h_ℓ``). One unit Euler step
 (dt = T) of ``iterated_output`` from there is difference target propagation; the iteration
 converges geometrically when ``Lip(g∘f − I) < 1`` (``iterated_input``: ``Lip(f∘g − I) < 1``), to
-the exact inverse ``τ_{ℓ-1} = f_ℓ⁻¹(τ_ℓ)`` wherever one exists.
+the exact inverse ``τ_{ℓ-1} = f_ℓ⁻¹(τ_ℓ)`` wherever one exists. Closed forms:
+:meth:`TargetPropagation.exact_inverse_targets`, :meth:`~TargetPropagation.gauss_newton_targets`
+and :meth:`~TargetPropagation.steady_state` (the fixed point of each rule that has one).
 
 Weights (``online_gamma`` given): ``dW_ℓ/dt = −γ W_ℓ + η mean_B τ̇_ℓ n_{ℓ-1}ᵀ`` (and
 ``db_ℓ/dt = −γ b_ℓ + η mean_B τ̇_ℓ / ‖r_{ℓ-1}‖²``; η = ``online_eta``, default 1) with ``n_{ℓ-1} = r_{ℓ-1}/‖r_{ℓ-1}‖²`` and
@@ -207,6 +209,18 @@ class TargetPropagation(CreditCircuit):
                 self.populations += [Population(f"b_{l}", Role.WEIGHT, widths[l], l)
                                      for l in range(1, self.L + 1)]
 
+    @classmethod
+    def iterated_inverse(cls, network: ForwardNetwork, x: torch.Tensor, target: torch.Tensor, *,
+                         beta=0.1, tau=1.0, perturbation: float = 0.0, decoder_seed: int = 0
+                         ) -> "TargetPropagation":
+        """Bengio's iterated inverse (rule ``iterated_output``) with inverse decoders
+        ``g_ℓ(h) = φ⁻¹(M_ℓ(h − b_ℓ))``, ``M_ℓ = W_ℓ⁻¹ + perturbation·E`` (:func:`inverse_decoders`,
+        E seeded by ``decoder_seed``): the network needs square layers and an invertible hidden
+        activation. The targets settle on :meth:`exact_inverse_targets` whenever the iteration
+        contracts (``‖g∘f − I‖ < 1``, i.e. a small enough perturbation)."""
+        return cls(network, x, target, rule="iterated_output", beta=beta, tau=tau,
+                   decoders=inverse_decoders(network, perturbation, decoder_seed))
+
     def _checked_decoders(self, decoders) -> list[Decoder]:
         if not isinstance(decoders, (list, tuple)) or len(decoders) != self.L - 1 or not all(
                 isinstance(g, Decoder) for g in decoders):
@@ -304,6 +318,89 @@ class TargetPropagation(CreditCircuit):
         gn = credit.gauss_newton(net, fwd, self.delta_L, damping=damping)[:-1]
         return {"backprop": credit.angle(change, bp), "gauss_newton": credit.angle(change, gn)}
 
+    # -- closed forms ------------------------------------------------------------------------
+
+    def exact_inverse_targets(self) -> State:
+        """The targets of an exact inverse, keyed like the state (``tau_ℓ`` ``[S, B, n_ℓ]``)::
+
+            τ_L* = h_L + β δ_L,      τ_{ℓ-1}* = f_ℓ⁻¹(τ_ℓ*)     (ℓ = L..2)
+
+        with ``f_ℓ⁻¹(τ) = φ_{ℓ-1}⁻¹(W_ℓ⁻¹(τ − b_ℓ))``. It is where ``iterated_output`` settles
+        with one-to-one decoders (its fixed point is ``f_ℓ(τ_{ℓ-1}) = τ_ℓ``) and what
+        ``iterated_input``'s targets reach. Needs square layers and an invertible hidden
+        activation; a target outside φ's range (tanh: |·| < 1) comes back non-finite."""
+        exact = inverse_decoders(self.network)
+        star: State = {f"tau_{self.L}": self.output_target}
+        for l in range(self.L, 1, -1):
+            star[f"tau_{l - 1}"] = exact[l - 2](star[f"tau_{l}"])
+        return {f"tau_{l}": star[f"tau_{l}"] for l in range(1, self.L + 1)}
+
+    def gauss_newton_targets(self, damping: float | None = None) -> State:
+        """Damped Gauss-Newton targets keyed like the state (``tau_ℓ`` ``[S, B, n_ℓ]``)::
+
+            τ_ℓ* = h_ℓ + β J̄_ℓᵀ(J̄_ℓ J̄_ℓᵀ + λI)⁻¹ δ_L     (ℓ < L, J̄_ℓ = ∂h_L/∂h_ℓ per example)
+            τ_L* = h_L + β δ_L                            (the output nudge itself)
+
+        λ = ``damping`` (None: this circuit's ``damping``, set for ``ddtp_linear``/``dfa``). It
+        is where ``ddtp_linear`` with ``feedback="gauss_newton"`` settles for one example per
+        batch (its Q is the batch mean of the per-example pseudo-inverses); the first-order
+        targets of an exact inverse. (:func:`gauss_newton_targets` is the same from a network,
+        with GN's own output target.)"""
+        if damping is None:
+            if not self.direct:
+                raise ValueError(f"damping: received None for rule {self.rule!r}, expected a "
+                                 "number ≥ 0 (only 'ddtp_linear' and 'dfa' keep a damping of "
+                                 "their own)")
+            damping = self.damping
+        if isinstance(damping, bool) or not isinstance(damping, (int, float)) \
+                or not math.isfinite(damping) or damping < 0:
+            raise ValueError(f"damping: received {damping!r}, expected a finite number ≥ 0 "
+                             "(the Gauss-Newton damping λ)")
+        steps = credit.gauss_newton(self.network, self.fwd, self.delta_L, damping=damping)
+        star: State = {f"tau_{l}": h + self.beta * s
+                       for l, (h, s) in enumerate(zip(self.h[:-1], steps), start=1)}
+        star[f"tau_{self.L}"] = self.output_target
+        return star
+
+    def steady_state(self) -> State:
+        """The fixed point of the targets, keyed like the state (``tau_ℓ`` ``[S, B, n_ℓ]``),
+        with ``τ_L* = h_L + β δ_L`` and, for the hidden layers (ℓ < L, from the top)::
+
+            ddtp_linear, dfa:   c_ℓ = h_ℓ + Q_ℓ (τ_L* − h_L)              (exact for any Q)
+            dtp:                c_ℓ = g_{ℓ+1}(τ_{ℓ+1}*) + h_ℓ − g_{ℓ+1}(h_{ℓ+1})
+            tp:                 c_ℓ = g_{ℓ+1}(τ_{ℓ+1}*)
+            τ_ℓ* = (c_ℓ + Tλ h_ℓ) / (1 + Tλ)      (λ = ``anchor``, T = ``tau``)
+
+        ``iterated_output`` (no anchor, one-to-one decoders) settles on
+        :meth:`exact_inverse_targets`. ``iterated_input`` (state ``u_ℓ``, not ``τ_ℓ``) has no
+        closed form here; its targets reach :meth:`exact_inverse_targets`. In online mode the
+        weights are left out: where they end depends on the path (from :meth:`initial_state`
+        at γ = 0, at ``η·`` :meth:`weight_updates` of these targets)."""
+        L = self.L
+        if self.rule == "iterated_input":
+            raise ValueError("rule: received 'iterated_input', expected one of "
+                             f"{[r for r in RULES if r != 'iterated_input']} (its state is "
+                             "u_ℓ; its targets settle on exact_inverse_targets())")
+        if self.rule == "iterated_output":
+            if self.anchor:
+                raise ValueError(f"anchor: received {self.anchor!r} for rule "
+                                 "'iterated_output', expected 0 (the anchored iterated inverse "
+                                 "has no closed form)")
+            return self.exact_inverse_targets()
+        top = self.output_target
+        star: State = {f"tau_{L}": top}
+        kT = self.anchor * self.tau
+        for l in range(L - 1, 0, -1):
+            if self.direct:
+                c = self.h[l - 1] + (top - self.h[-1]) @ self.feedback[l - 1].transpose(-1, -2)
+            else:
+                g = self.decoders[l - 1]                      # g_{ℓ+1}: layer ℓ+1 → ℓ
+                c = g(star[f"tau_{l + 1}"])
+                if self.rule == "dtp":
+                    c = c + self.h[l - 1] - g(self.h[l])
+            star[f"tau_{l}"] = (c + kT * self.h[l - 1]) / (1 + kT) if self.anchor else c
+        return {f"tau_{l}": star[f"tau_{l}"] for l in range(1, L + 1)}
+
     def _feedback(self, feedback, damping: float, seed: int) -> list[torch.Tensor]:
         net, S = self.network, self.S
         shapes = [(n, net.widths[-1]) for n in net.widths[1:-1]]
@@ -370,6 +467,47 @@ class TargetPropagation(CreditCircuit):
                     out[f"b_{l}"] = (rates[l - 1] * self._n_bias[l - 1]).mean(-2, keepdim=True) \
                         - self.gamma * y[f"b_{l}"]
         return out
+
+    def mean_jacobian(self, y: State) -> torch.Tensor | None:
+        """The batch-averaged Jacobian of the target dynamics at fixed weights,
+        ``mean_B ∂τ̇/∂τ`` ``[S, D, D]`` over ``τ_1 … τ_L`` (D = n_1 + … + n_L), in closed form
+        for ``iterated_output`` with mirrored decoders and for ``ddtp_linear``/``dfa``; None for
+        the other rules (a stepping method then takes Jacobian-vector products instead).
+
+        ``iterated_output``, ℓ < L, with ``g(h) = V φ_g(h) + c`` and ``f(τ) = W φ(τ) + b``:
+        ``∂τ̇_ℓ/∂τ_{ℓ+1} = V diag(φ_g'(τ_{ℓ+1}))/T`` and ``∂τ̇_ℓ/∂τ_ℓ = −V diag(φ_g'(f(τ_ℓ))) W
+        diag(φ'(τ_ℓ))/T − λI``, whose batch mean is ``−V (W ⊙ mean_B a cᵀ)/T − λI``; direct
+        feedback: ``∂τ̇_ℓ/∂τ_L = Q_ℓ/T``, ``∂τ̇_ℓ/∂τ_ℓ = −(1/T + λ) I``; ``∂τ̇_L/∂τ_L = −I/T_out``."""
+        iterated = self.rule == "iterated_output" and all(
+            isinstance(g, MirroredDecoder) for g in self.decoders)
+        if not (iterated or self.direct):
+            return None
+        net, L, T = self.network, self.L, self.tau
+        tau = self.targets(y)
+        widths = net.widths[1:]
+        offsets = [sum(widths[:l]) for l in range(L + 1)]
+        S, D = tau[0].shape[0], offsets[-1]
+        J = torch.zeros(S, D, D, dtype=tau[0].dtype, device=tau[0].device)
+
+        def block(i, j):                        # rows of τ_{i+1}, columns of τ_{j+1}
+            return J[:, offsets[i]:offsets[i + 1], offsets[j]:offsets[j + 1]]
+        B = tau[0].shape[-2]
+        for l in range(1, L):
+            eye = torch.eye(widths[l - 1], dtype=J.dtype, device=J.device)
+            if self.direct:
+                block(l - 1, L - 1).copy_(self.feedback[l - 1] / T)
+                block(l - 1, l - 1).copy_(-(1 / T + self.anchor) * eye)
+                continue
+            g = self.decoders[l - 1]
+            W = net.weights[l]                                  # W_{ℓ+1} [S, n_{ℓ+1}, n_ℓ]
+            a = g.activation.dphi(self.f(l + 1, tau[l - 1]))    # [S, B, n_{ℓ+1}]
+            c = net.activation(l).dphi(tau[l - 1])              # [S, B, n_ℓ]
+            M = a.transpose(-1, -2) @ c / B                     # mean_B a cᵀ
+            block(l - 1, l).copy_(g.V * g.activation.dphi(tau[l]).mean(-2, keepdim=True) / T)
+            block(l - 1, l - 1).copy_(-(g.V @ (W * M)) / T - self.anchor * eye)
+        block(L - 1, L - 1).copy_(-torch.eye(widths[-1], dtype=J.dtype, device=J.device)
+                                  / self.tau_out)
+        return J
 
     def _drive_iterated_output(self, l, tau):
         g = self.decoders[l - 1]                  # g_{ℓ+1}: layer ℓ+1 → ℓ

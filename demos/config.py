@@ -249,3 +249,85 @@ def intra_op_threads(n: int | None):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+# -- checks and resumption shared by the demos ------------------------------------------------
+
+def check_int(name: str, value: Any, minimum: int) -> int:
+    """``value`` if it is an integer (not a bool) ≥ ``minimum``, else a ``ValueError`` naming
+    ``name``, what was received and what was expected."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}: received {value!r}, expected an integer ≥ {minimum}")
+    return value
+
+
+def check_number(name: str, value: Any, *, positive: bool) -> float:
+    """``value`` if it is a finite number ``> 0`` (``positive``) or ``≥ 0``, else a
+    ``ValueError`` naming ``name``, what was received and what was expected."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise ValueError(f"{name}: received {value!r}, expected a finite number "
+                         f"{'> 0' if positive else '≥ 0'}")
+    return value
+
+
+def config_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """Keys (``section.key``, or top-level) whose values differ between two JSON-able
+    configs."""
+    out = []
+    for name in sorted(set(a) | set(b)):
+        x, y = a.get(name), b.get(name)
+        if isinstance(x, Mapping) and isinstance(y, Mapping):
+            out += [f"{name}.{k}" for k in sorted(set(x) | set(y)) if x.get(k) != y.get(k)]
+        elif x != y:
+            out.append(name)
+    return out
+
+
+def resume_checkpoint(path: str | Path, config: Mapping[str, Any],
+                      required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The checkpoint at ``path`` (:func:`solvers.checkpoint.load`, holding ``required`` and
+    ``config``), checked to have been written with ``config`` (compared as JSON): ``--resume``
+    with another config is an error listing the keys that differ."""
+    from solvers import checkpoint
+    payload = checkpoint.load(path, required=("config", *required))
+    differ = config_differences(payload["config"], jsonable(config))
+    if differ:
+        raise ValueError(f"--resume: the checkpoint {str(path)!r} was written with a different "
+                         f"config (differing keys: {differ}); expected the same config, or "
+                         "run without --resume to start afresh")
+    return payload
+
+
+def check_widths(name: str, widths: Any, inputs: int, outputs: int) -> None:
+    """A network's ``widths`` (a list, as a config gives it) must start with the task's
+    ``inputs`` and end with its ``outputs``; anything else is left to the network to check."""
+    if isinstance(widths, (list, tuple)) and widths and \
+            (widths[0] != inputs or widths[-1] != outputs):
+        raise ValueError(f"{name}: received {list(widths)}, expected first width {inputs} (the "
+                         f"task's inputs) and last width {outputs} (its classes), e.g. "
+                         f"[{inputs}, 16, 16, {outputs}]")
+
+
+def phase_from_config(name: str, args: Mapping[str, Any], *, teacher: bool,
+                      default_steps: int | None = None) -> Any:
+    """The :class:`solvers.Phase` ``name`` from its config section ``args`` (``Phase``'s
+    arguments but name, teacher and save_every). ``duration: null`` is ``default_steps`` steps
+    of ``dt`` where given; a method that is not one of :mod:`solvers.methods` is an error
+    naming the section (``{name}.method: received ..., expected one of ...``)."""
+    from solvers import ADAPTIVE, Phase, get_method
+    args = dict(args)
+    if args.get("duration") is None and default_steps is not None \
+            and isinstance(args.get("dt"), (int, float)):
+        args["duration"] = default_steps * args["dt"]
+    phase = Phase(name, teacher=teacher, **args)
+    if phase.method not in ADAPTIVE:
+        try:
+            get_method(phase.method)
+        except ValueError as err:
+            raise ValueError(f"{name}.{err}") from None
+    return phase
+
+
+__all__ += ["check_int", "check_number", "config_differences", "resume_checkpoint",
+            "check_widths", "phase_from_config"]

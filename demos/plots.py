@@ -243,3 +243,131 @@ def region_grid_figure(path: str | Path, maps: Mapping[str, Sequence[np.ndarray 
 
 
 __all__ += ["Panel", "accuracy_bars", "band_figure", "region_grid_figure"]
+
+
+def learning_curves_figure(path: str | Path, presentations: Sequence[float],
+                           curves: Mapping[str, tuple[Sequence[float], Mapping]], *,
+                           divergence: Sequence[float | None] | None = None,
+                           divergence_label: str = "", per_epoch: int | None = None,
+                           chance: float | None = None, title: str = "") -> Path:
+    """Test accuracy (%) of several learners against presentations (``curves[label] =
+    (accuracy in [0, 1] per presentation, plot keyword arguments)``), chance dotted, epochs on
+    top (``per_epoch`` presentations each); below, ``divergence`` on a log axis (None and
+    non-positive values left out)."""
+    p = np.asarray(presentations, dtype=float)
+    fig, (ax, bx) = plt.subplots(2, 1, sharex=True, figsize=(8, 6.5), layout="constrained",
+                                 height_ratios=(2, 1))
+    for label, (accuracy, style) in curves.items():
+        ax.plot(p, 100 * np.asarray(accuracy, dtype=float), label=label, **style)
+    if chance is not None:
+        ax.axhline(100 * chance, color="0.5", ls=":", lw=1, label="chance")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(loc="lower right", frameon=False)
+    ax.grid(alpha=0.3)
+    if per_epoch:
+        top = ax.secondary_xaxis("top", functions=(lambda v: v / per_epoch,
+                                                   lambda v: v * per_epoch))
+        top.set_xlabel("epochs")
+    div = np.asarray([np.nan if v is None else v for v in (divergence or [])], dtype=float)
+    ok = np.isfinite(div) & (div > 0)
+    if ok.any():
+        bx.semilogy(p[ok], div[ok], color="tab:purple", marker=".")
+    bx.set_ylabel(divergence_label)
+    bx.set_xlabel("presentations (minibatches)")
+    bx.grid(alpha=0.3)
+    return save_figure(fig, path, title)
+
+
+PHASE_COLOURS = {"predict": "#dbe9f6", "learn": "#fde2c8"}
+
+
+def _open_gates_raster(ax, trace: Mapping, layers: int) -> None:
+    """Fraction of open gates per layer (rows) over the phase's time (columns)."""
+    t = np.asarray(trace["t"], dtype=float)
+    edges = np.append(t, t[-1] + trace["dt"])
+    frac = np.asarray(trace["open_fraction"], dtype=float).reshape(len(t), layers)
+    ax.pcolormesh(edges, np.arange(layers + 1) + 0.5, frac.T, vmin=0, vmax=1, cmap="Greys",
+                  shading="flat")
+    ax.set_yticks(range(1, layers + 1))
+
+
+def arrival_gate_figure(path: str | Path, traces: Sequence[Mapping[str, Mapping]],
+                        settles: Sequence[Mapping], lessons: Sequence[Mapping], layers: int,
+                        thresholds: tuple[float, float], title: str = "") -> Path:
+    """An arrival gate over a run of presentations, each a ``predict`` settle then a ``learn``
+    lesson (records of :mod:`circuits.gates`). Top: the traced presentations (``traces[i][phase]``
+    = ``{t, dt, open_fraction, max_error}``), each phase shaded: the largest ``|ε_ℓ|`` per layer
+    (log) against the quiet and arrival ``thresholds``, and a raster of the fraction of open
+    gates per layer. Bottom, per presentation: on how many steps each unit's gate opened during
+    the lesson (min/max over units and examples) with the largest gate during the settle, and
+    the settle time with the largest hidden ``|ε|`` it left."""
+    cols = [(i, ph) for i in range(len(traces)) for ph in ("predict", "learn")]
+    ratios = [3 if ph == "predict" else 1 for _, ph in cols] or [1]
+    fig = plt.figure(figsize=(3 + 2.6 * max(len(traces), 1) * 1.4, 8.5), layout="constrained")
+    grid = fig.add_gridspec(4, max(len(cols), 1), width_ratios=ratios,
+                            height_ratios=(1.3, 0.8, 1, 1))
+    for c, (i, ph) in enumerate(cols):
+        trace = traces[i][ph]
+        t = np.asarray(trace["t"], dtype=float)
+        err = np.asarray(trace["max_error"], dtype=float).reshape(len(t), layers)
+        ax = fig.add_subplot(grid[0, c])
+        for l in range(layers):
+            shown = np.where(err[:, l] > 0, err[:, l], np.nan)      # exactly 0: off the log axis
+            ax.semilogy(t, shown, color=layer_colour(l + 1), drawstyle="steps-post",
+                        label=f"layer {l + 1}")
+        ax.axhline(thresholds[0], color="k", ls=":", lw=1, label="quiet below θ")
+        ax.axhline(thresholds[1], color="k", ls="--", lw=1, label="arrival above hθ")
+        if not np.isfinite(np.where(err > 0, err, np.nan)).any():
+            ax.text(0.5, 0.5, "every ε exactly 0", transform=ax.transAxes, ha="center",
+                    fontsize="small")
+        ax.set_facecolor(PHASE_COLOURS[ph])
+        ax.set_title(f"#{i + 1} {ph}" + (f": input alone, dt = {trace['dt']:g}"
+                                          if ph == "predict" else ""), fontsize="small")
+        if c == 0:
+            ax.set_ylabel("max |ε_ℓ|")
+        if c == len(cols) - 1:
+            ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1),
+                      frameon=False)
+        rx = fig.add_subplot(grid[1, c], sharex=ax)
+        _open_gates_raster(rx, trace, layers)
+        if not np.asarray(trace["open_fraction"]).any():
+            rx.text(0.5, 0.5, "every gate shut", transform=rx.transAxes, ha="center",
+                    fontsize="small")
+        rx.set_xlabel("time since phase began (τ_x)" if ph == "predict" else "step")
+        if c == 0:
+            rx.set_ylabel("open gates\n(layer)")
+    k = np.arange(1, len(settles) + 1)
+    ax = fig.add_subplot(grid[2, :])
+    for l in range(layers):
+        lo = np.asarray([e["open_steps_min"][l] for e in lessons], dtype=float)
+        hi = np.asarray([e["open_steps_max"][l] for e in lessons], dtype=float)
+        ax.fill_between(k, lo - 0.02 * (l + 1), hi + 0.02 * (l + 1), step="mid",
+                        color=layer_colour(l + 1), alpha=0.35)
+        ax.step(k, [e["open_steps_mean"][l] for e in lessons], where="mid",
+                color=layer_colour(l + 1), label=f"layer {l + 1}: steps open per unit "
+                                                 "(mean; band min–max)")
+    ax.step(k, [e["max_gate"] for e in settles], where="mid", color="k", ls="--",
+            label="max gate during prediction")
+    ax.set_ylabel("gate openings")
+    ax.set_ylim(-0.1, max(1.5, ax.get_ylim()[1]))
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    ax.grid(alpha=0.3)
+    bx = fig.add_subplot(grid[3, :], sharex=ax)
+    bx.plot(k, [e["settle_time"] for e in settles], color="tab:blue", marker=".",
+            label="prediction settle time")
+    bx.set_ylabel("settle time (τ_x)")
+    cx = bx.twinx()
+    left = np.asarray([e["hidden_error_left"] for e in settles], dtype=float)
+    cx.semilogy(k, np.where(left > 0, left, np.nan), color="tab:green", marker=".",
+                label="max hidden |ε| left")
+    cx.axhline(thresholds[0], color="k", ls=":", lw=1)
+    cx.set_ylabel("hidden |ε| left", color="tab:green")
+    bx.set_xlabel("presentation")
+    bx.grid(alpha=0.3)
+    fig.legend(*[sum(v, []) for v in zip(bx.get_legend_handles_labels(),
+                                         cx.get_legend_handles_labels())],
+               fontsize="x-small", loc="lower right", frameon=False)
+    return save_figure(fig, path, title)
+
+
+__all__ += ["learning_curves_figure", "arrival_gate_figure", "PHASE_COLOURS"]

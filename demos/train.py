@@ -331,6 +331,11 @@ def run_method(cfg: Config, task, method: str, out: Path, *, resume: bool = Fals
     s, P, per_epoch = setup.spec, setup.presentations, setup.per_epoch
     every = max(1, tr.checkpoint_every // tr.batch)
     chunk = math.gcd(per_epoch, every)
+    if s.integrator == "exp_partitioned" and chunk % s.relinearise_every:
+        raise ValueError(f"method.{method}.relinearise_every: received {s.relinearise_every}, "
+                         f"expected a divisor of {chunk} presentations (the chunk between "
+                         "checkpoints and evaluations: a resumed run must relinearise where "
+                         "the uninterrupted one did)")
     path = checkpoint_path(out, cfg["task"], method)
     saved = load_checkpoint(path, cfg, method) if resume else None
     if saved is None:

@@ -121,7 +121,10 @@ class _PartitionedExponential:
     ``[S, B, n]``) advance by exponential Rosenbrock–Euler with the batch-averaged Jacobian of
     their own dynamics, ``z ← z + h φ₁(hJ̄) ż`` (one batched matmul per step), the rest (the
     weights) by Euler. ``J̄`` (per replica, ``[S, D_f, D_f]``) is computed at each presentation's
-    jump with the weights of the state there and frozen while the example is shown.
+    jump with the weights of the state there and frozen while the example is shown: the
+    circuit's closed form ``fast_jacobian(y)`` where it has one, else Jacobian-vector products
+    of its ``fast_field(t, y)`` (the credit populations' own dynamics at fixed weights, without
+    the weight change, which the Jacobian does not need).
 
     Why: a settling credit circuit is affine in its populations at fixed weights (DI, SDI,
     DDTP-linear; DFC near its feed-forward pass), with a Jacobian that is the same for every
@@ -152,16 +155,22 @@ class _PartitionedExponential:
     def jump(self, t: float, y: torch.Tensor) -> None:
         """Linearise the fast block at the state of the jump (weights frozen)."""
         state = self.layout.unpack(y)
+        closed = getattr(self.circuit, "fast_jacobian", None)
+        self.J = None if closed is None else closed(state)
+        self.P = {}
+        if self.J is not None:                    # the circuit's closed form
+            return
         z = torch.cat([state[n] for n in self.fast], dim=-1)             # [S, B, D_f]
         S, B, D = z.shape
 
+        field = getattr(self.circuit, "fast_field", None) or self.field
+
         def fast_field(zz: torch.Tensor) -> torch.Tensor:
-            out = self.field(t, {**state, **self._split(zz)})
+            out = field(t, {**state, **self._split(zz)})
             return torch.cat([out[n] for n in self.fast], dim=-1)
         basis = torch.eye(D, dtype=z.dtype, device=z.device)[:, None, None, :].expand(D, S, B, D)
         cols = torch.func.vmap(lambda v: torch.func.jvp(fast_field, (z,), (v,))[1])(basis)
         self.J = cols.mean(2).permute(1, 2, 0)                           # [S, D_f, D_f]
-        self.P = {}
 
     def _propagator(self, h: float) -> torch.Tensor:
         """``(h φ₁(hJ̄))ᵀ`` from one ``matrix_exp`` of ``[[hJ̄, hI], [0, 0]]``."""
