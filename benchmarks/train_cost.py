@@ -8,7 +8,8 @@ the same process on the same stream. Per method:
 
 ``seconds_per_epoch``            wall time of the integration (all seeds together), evaluation
                                  excluded, after an untimed warm-up (first evaluation, first
-                                 linearisation: torch.func's one-off imports)
+                                 linearisation: torch.func's one-off imports); the median of
+                                 ``--repeats`` identical runs (min and max beside it)
 ``ratio_to_backprop``            that over backprop's
 ``test_accuracy``                mean over the seeds after the last epoch
 ``eval_ratio_to_vector_field``   one evaluation of the learning circuit (weights in the state:
@@ -19,7 +20,7 @@ the same process on the same stream. Per method:
 
 Run from the repository root::
 
-    python -m benchmarks.train_cost --out DIR              # digits, all methods, ≈ 1-2 min here
+    python -m benchmarks.train_cost --out DIR              # digits, all methods, ≈ 3 min here
     python -m benchmarks.train_cost --out DIR --methods backprop di --epochs 2
 
 Writes ``DIR/summary.json``: ``{"methods": {NAME: {...}}, "machine": {...}, ...}`` with NAME among
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -70,7 +72,7 @@ def eval_ratio(circuit: Any, y: dict[str, torch.Tensor]) -> float | None:
     return whole / alone
 
 
-def run_method(cfg, task, method: str) -> dict[str, Any]:
+def run_method(cfg, task, method: str, repeats: int = 3) -> dict[str, Any]:
     setup = registry.build(cfg, task, method)
     s = setup.spec
     kw = dict(period=s.period, dt=s.dt, method=s.integrator, teacher_from=s.teacher_from,
@@ -79,13 +81,18 @@ def run_method(cfg, task, method: str) -> dict[str, Any]:
     with torch.no_grad():
         train(setup.circuit, setup.y0, setup.stream, presentations=warm, chunk=warm, **kw)
         ratio = eval_ratio(setup.circuit, setup.y0)
-        start = time.perf_counter()
-        result = train(setup.circuit, setup.y0, setup.stream, presentations=setup.presentations,
-                       chunk=setup.per_epoch, **kw)
-        seconds = time.perf_counter() - start
+        times = []
+        for _ in range(repeats):                  # the same run each time (deterministic)
+            start = time.perf_counter()
+            result = train(setup.circuit, setup.y0, setup.stream,
+                           presentations=setup.presentations, chunk=setup.per_epoch, **kw)
+            times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
     epochs = setup.presentations // setup.per_epoch
     acc = registry.accuracy(setup, result.y, task)
     return {"seconds_per_epoch": seconds / epochs, "test_accuracy": float(acc.mean()),
+            "seconds_per_epoch_min_max": [min(times) / epochs, max(times) / epochs],
+            "repeats": repeats,
             "test_accuracy_per_seed": acc.tolist(), "eval_ratio_to_vector_field": ratio,
             "steps_per_presentation": result.stats["steps"] / setup.presentations,
             "diverged": int(result.diverged.sum()), "method_table_name": method,
@@ -100,10 +107,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--config", default="configs/digits.yaml")
     parser.add_argument("--methods", nargs="+", default=list(NAMES), choices=list(NAMES))
     parser.add_argument("--epochs", type=int, default=None, help="default: the config's")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed runs per method; the median is reported (default 3)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats: received {args.repeats}, expected an integer ≥ 1")
     device, dtype = prepare(args)
     if device.type != "cpu":
         parser.error("--device: the method table's tasks are built on the CPU; only 'cpu' is "
@@ -117,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     task = registry.load_task(cfg)
     out: dict[str, Any] = {}
     for name in names:
-        out[name] = run_method(cfg, task, NAMES[name])
+        out[name] = run_method(cfg, task, NAMES[name], args.repeats)
         bp = out["backprop"]["seconds_per_epoch"]
         out[name]["ratio_to_backprop"] = out[name]["seconds_per_epoch"] / bp
         r = out[name]

@@ -435,3 +435,67 @@ def arrival_gate_activity(settles: Sequence[dict], lessons: Sequence[dict], laye
         "prediction_all_converged": all(e["status"] == "converged" for e in settles),
         "max_hidden_error_after_prediction": max(e["hidden_error_left"] for e in settles),
     }
+
+
+def clock_openings(schedule: Schedule, step_times: Sequence[float]) -> list[int]:
+    """On how many of the Euler steps whose vector field is evaluated at ``step_times`` each
+    layer's clocked gate is open (lists indexed ℓ − 1; τ_x = 1 unless the schedule has a
+    ``period``). Z-IL's C2 asks for exactly one per layer: with γ = dt/τ_x = 0.99999 the steps
+    fall just before k·τ_x, so ``Schedule.z_il(4)`` gives ``[0, 1, 1, 2]`` (layer L learns
+    twice, layer 1 never) and ``Schedule.z_il(4, start=-0.5)`` ``[1, 1, 1, 1]``."""
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule: received {type(schedule).__name__}, expected a "
+                        "circuits.gates.Schedule (a clocked gate)")
+    one = torch.ones((), dtype=torch.float64)
+    L = len(schedule.steps)
+    signals = Signals(errors=[one] * L, teacher=one, tau_x=one)
+    counts = [0] * L
+    for t in step_times:
+        gates, _ = schedule.gates(t, {}, signals)
+        counts = [n + int(g) for n, g in zip(counts, gates)]
+    return counts
+
+
+def gate_extremes(obs: State, layers: int) -> State:
+    """One observation ``{gate_ℓ, eps_ℓ, fb_ℓ}`` (each ``[S, B, n_ℓ]``, e.g.
+    ``PredictiveCoding.observe``) reduced to a few numbers per replica, so that every step of a
+    long settle can be recorded (``solve(..., observe=...)``) without the whole state:
+
+    * ``gate`` ``[S, L]``: the largest ``|g_ℓ|`` of each layer;
+    * ``signal`` ``[S, L]``: the largest ``max(|ε_ℓ|, |fb_ℓ|)`` (``|ε_L|`` at the output) of the
+      units whose gate is open, 0 where none is (a teacher's wave is O(δ); the tail of a settle
+      is at the gate's threshold θ);
+    * ``error`` ``[S, 1]``: the largest ``|ε_ℓ|`` of the circuit."""
+    _check_layers(layers)
+    needed = [f"{k}_{l}" for l in range(1, layers + 1) for k in ("gate", "eps", "fb")
+              if k != "fb" or l < layers]
+    missing = [k for k in needed if k not in obs]
+    if missing:
+        raise ValueError(f"obs: received keys {sorted(obs)}, expected gate_ℓ, eps_ℓ (ℓ = 1..L) "
+                         f"and fb_ℓ (ℓ < L) for L = {layers} (missing {missing}; observe a "
+                         "circuit whose gate is state-driven, such as an ArrivalGate)")
+    gate, signal, error = [], [], []
+    for l in range(1, layers + 1):
+        g, e = obs[f"gate_{l}"].abs(), obs[f"eps_{l}"].abs()
+        size = e if l == layers else torch.maximum(e, obs[f"fb_{l}"].abs())
+        gate.append(g.flatten(-2).amax(-1))
+        signal.append(torch.where(g > 0, size, 0.0).flatten(-2).amax(-1))
+        error.append(e.flatten(-2).amax(-1))
+    return {"gate": torch.stack(gate, -1), "signal": torch.stack(signal, -1),
+            "error": torch.stack(error, -1).amax(-1, keepdim=True)}
+
+
+def first_opening(ts: torch.Tensor, gate: torch.Tensor, signal: torch.Tensor) -> dict:
+    """When a gate first opened, from :func:`gate_extremes` recorded for one replica at times
+    ``ts`` ``[T]`` (``gate`` and ``signal`` ``[T, L]``): the largest gate (``max_gate``), the
+    first recorded time any gate was open (``first_opening_time``, None if none ever was) and
+    the largest signal of an open unit then (``signal_at_first_opening``, 0 if none)."""
+    if gate.shape[:1] != ts.shape or signal.shape != gate.shape:
+        raise ValueError(f"gate, signal: received shapes {tuple(gate.shape)} and "
+                         f"{tuple(signal.shape)} for ts {tuple(ts.shape)}, expected both "
+                         "[T, L] with T = len(ts) (one replica of gate_extremes' record)")
+    opened = (gate > 0).flatten(1).any(1).nonzero()
+    first = int(opened[0]) if len(opened) else None
+    return {"max_gate": float(gate.max()),
+            "first_opening_time": None if first is None else float(ts[first]),
+            "signal_at_first_opening": 0.0 if first is None else float(signal[first].max())}

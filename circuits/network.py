@@ -222,7 +222,7 @@ class ForwardNetwork:
             act = self.activation(l)
             a.append(z)
             r.append(act.phi(z))
-            dphi.append(act.dphi(z))
+            dphi.append(act.derivative(z, r[-1]))
         return Forward(a, r, dphi)
 
     def layer(self, l: int, h_below: torch.Tensor) -> torch.Tensor:

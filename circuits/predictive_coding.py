@@ -35,7 +35,7 @@ import torch
 
 from . import credit
 from .circuit import Circuit, State
-from .gates import Plasticity, Signals
+from .gates import Plasticity, Schedule, Signals
 from .network import ForwardNetwork
 from .parameters import Population, Role, as_replica_parameter, replica_count
 
@@ -492,3 +492,63 @@ def fixed_prediction_transient(k: int, t: float, tau_x: float = 1.0,
     below = sum(math.exp(math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1)
                          + j * lg + (n - j) * lq) for j in range(k))
     return max(0.0, 1.0 - below)
+
+
+# -- measurements (Song et al. 2020) ----------------------------------------------------------
+
+def error_wave(obs: State, network: ForwardNetwork, x: torch.Tensor, target: torch.Tensor
+               ) -> torch.Tensor:
+    """``[T, S, L]``: the fraction of backprop's credit each layer's error holds along a recorded
+    trajectory, ``‖ε_ℓ(t)‖ / ‖δ_ℓ‖`` (norms over the examples and units of each replica).
+
+    ``obs[f"eps_{ℓ}"]`` is ``[T, S, B, n_ℓ]`` (e.g. :meth:`PredictiveCoding.observe` recorded
+    along a solve) and δ_ℓ is backprop's credit for ``½‖y − a_L‖²`` on ``(x, target)``. Under
+    Z-IL the wave moves down one layer per inference step: layer ℓ's ratio is 0 before step
+    L − ℓ and 1 at it (where the clock lets ``W_ℓ`` learn)."""
+    L = network.L
+    missing = [f"eps_{l}" for l in range(1, L + 1) if f"eps_{l}" not in obs]
+    if missing:
+        raise ValueError(f"obs: received keys {sorted(obs)}, expected eps_1 ... eps_{L} (missing "
+                         f"{missing}; record PredictiveCoding.observe along the solve)")
+    fwd = network.forward(x)
+    deltas = credit.backprop(network, fwd, network.output_like(target) - fwd.a[-1])
+    return torch.stack([obs[f"eps_{l}"].flatten(2).norm(dim=2) / d.flatten(1).norm(dim=1)
+                        for l, d in enumerate(deltas, start=1)], -1)
+
+
+def dead_units(network: ForwardNetwork, x: torch.Tensor) -> tuple[float, int]:
+    """Where backprop's feedback stops on the inputs ``x``: the fraction of hidden units ×
+    examples × replicas with ``f'(a_ℓ) = 0`` (dead ReLUs), and the number of examples (counted
+    over all replicas) for which some hidden layer has f' = 0 on every unit. Feedback to the
+    layers below such a layer is exactly zero, so a feedback-arrival gate (Fa-Z-IL) there never
+    sees the teacher's wave and fires late, when the bottom-up prediction moves its error."""
+    dphi = network.forward(x).dphi[:-1]
+    if not dphi:
+        return 0.0, 0
+    fraction = float(sum((d == 0).sum() for d in dphi) / sum(d.numel() for d in dphi))
+    dead = torch.stack([(d == 0).all(-1) for d in dphi]).any(0)
+    return fraction, int(dead.sum())
+
+
+def z_il_circuit(network: ForwardNetwork, x: torch.Tensor, target: torch.Tensor, eta: float, *,
+                 gamma: float = 1.0, schedule=Schedule.z_il, start: float = -0.5
+                 ) -> PredictiveCoding:
+    """Z-IL's circuit (Song et al. 2020), to be stepped L times by Euler with ``dt = γ``
+    (τ_x = 1) from its :meth:`~PredictiveCoding.initial_state` (C1, the feed-forward pass): the
+    target clamped, plasticity under the clock ``schedule(L, start=start)`` (C2; default
+    :meth:`Schedule.z_il`, :meth:`Schedule.together` breaks it) and learning rate η/γ. With
+    γ = 1 (C3) the weight change is backprop's update (:func:`backprop_updates`).
+
+    η/γ: the weight rate is per τ_x, so a step of γτ_x applies γη εfᵀ; the rescale keeps each
+    update at η and leaves only the incomplete inference step, so γ < 1 breaks C3 alone. For
+    the same reason the clock's windows are centred on the nominal step times k·τ_x (``start =
+    −τ_x/2``): with γ = 1 this gates exactly the Euler steps that start = 0 does, but with
+    γ = 0.99999 the k-th step falls at 0.99999·k, just before k, and windows starting at k would
+    give it to layer L − k + 1 (layer L would learn twice, layer 1 never:
+    :func:`circuits.gates.clock_openings`); centred, each layer learns once, at its own step."""
+    for name, value in (("eta", eta), ("gamma", gamma)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{name}: received {value!r}, expected a finite number > 0")
+    return PredictiveCoding(network, x, target, eta=eta / gamma,
+                            plasticity=schedule(network.L, start=start))

@@ -30,6 +30,13 @@ influence on the loss (:func:`influence_scaled`, the scale carried as a scalar s
 of a tiny target change is formed) or the local-loss step. The online rule is refused under
 ``iterated_input``, whose targets start at ``g_ℓ(h_ℓ)`` rather than ``h_{ℓ-1}``.
 
+Measuring the iterated inverse (Bengio 2020 §4, §5): :meth:`TargetPropagation.iterated_limit`
+(where the state settles), :meth:`~TargetPropagation.iteration_residual` (``g∘f − I`` or
+``f∘g − I``), :meth:`~TargetPropagation.contraction_bounds` (its Lipschitz constant α and the
+spectral radius ρ of the linearised iteration), :func:`contraction_rate` (the measured per-step
+ratio), :func:`visited_region`, :func:`normalised_inverse_decoders` (decoders of a given ρ) and
+:meth:`~TargetPropagation.layer_target_angles` (per-layer angles to Gauss-Newton and backprop).
+
 Training (online mode) is one :func:`solvers.train` integration: at each jump
 :meth:`TargetPropagation.present` shows the next batch, rebinds the forward pass (and ``f_ℓ``)
 to the weights of the state there, asks a feedback function for the batch's decoders or Q's,
@@ -401,6 +408,35 @@ class TargetPropagation(CreditCircuit):
             star[f"tau_{l}"] = (c + kT * self.h[l - 1]) / (1 + kT) if self.anchor else c
         return {f"tau_{l}": star[f"tau_{l}"] for l in range(1, L + 1)}
 
+    def iterated_limit(self) -> State:
+        """Where the iterated inverse's *state* settles, keyed like the state (Bengio 2020 §4):
+        ``iterated_output`` → :meth:`exact_inverse_targets`; ``iterated_input`` → ``u_ℓ* =
+        g_ℓ⁻¹(τ_{ℓ-1}*) = b_ℓ + M_ℓ⁻¹ φ_{ℓ-1}(τ_{ℓ-1}*)`` (ℓ = 2..L, each decoder an
+        :class:`InverseDecoder` with invertible M) and ``τ_L*``. The point each iterate's error
+        is measured to; its residual's Jacobian there (:meth:`contraction_bounds`) decides
+        whether the iteration converges."""
+        if self.rule not in ("iterated_output", "iterated_input"):
+            raise ValueError(f"rule: received {self.rule!r}, expected 'iterated_output' or "
+                             "'iterated_input' (the iterated inverse; the other rules' fixed "
+                             "points are steady_state())")
+        if self.anchor:
+            raise ValueError(f"anchor: received {self.anchor!r}, expected 0 (the anchored "
+                             "iteration settles off the exact inverse)")
+        star = self.exact_inverse_targets()
+        if self.rule == "iterated_output":
+            return star
+        out: State = {}
+        for l, g in enumerate(self.decoders, start=2):
+            if not isinstance(g, InverseDecoder):
+                raise ValueError(f"decoders: received a {type(g).__name__} for layer {l}, "
+                                 "expected an InverseDecoder (g_ℓ⁻¹ in closed form) to place "
+                                 "the limit of u_ℓ")
+            phi = self.network.activation(l - 1).phi(star[f"tau_{l - 1}"])
+            u = torch.linalg.solve(g.M, phi.transpose(-1, -2)).transpose(-1, -2)
+            out[f"u_{l}"] = u if g.b is None else g.b + u
+        out[f"tau_{self.L}"] = star[f"tau_{self.L}"]
+        return out
+
     def _feedback(self, feedback, damping: float, seed: int) -> list[torch.Tensor]:
         net, S = self.network, self.S
         shapes = [(n, net.widths[-1]) for n in net.widths[1:-1]]
@@ -569,6 +605,67 @@ class TargetPropagation(CreditCircuit):
             out.append((dW, (d * nb).mean(-2, keepdim=True) if has_b else None))
         return out
 
+    # -- the iteration's contraction and alignment (Bengio 2020 §4, §5) ----------------------
+
+    def iteration_residual(self, l: int, v: torch.Tensor) -> torch.Tensor:
+        """The residual ``m_ℓ`` of layer ℓ's iterated inverse at ``v [S, B, n]``:
+
+            iterated_output:  v = τ_{ℓ-1},  m_ℓ(v) = g_ℓ(f_ℓ(v)) − v     (g∘f − I)
+            iterated_input:   v = u_ℓ,      m_ℓ(v) = f_ℓ(g_ℓ(v)) − v     (f∘g − I)
+
+        One unit Euler step (dt = T) is ``v ↦ c − m_ℓ(v)`` with c = ``g_ℓ(τ_ℓ)`` (output) or
+        ``τ_ℓ`` (input) once ``τ_ℓ`` has settled, so the iteration contracts at a rate ≤
+        ``Lip(m_ℓ)`` and diverges where the spectral radius of ``∂m_ℓ/∂v`` at the limit
+        exceeds 1 (:meth:`contraction_bounds`). ℓ = 2..L."""
+        if self.rule not in ("iterated_output", "iterated_input"):
+            raise ValueError(f"rule: received {self.rule!r}, expected 'iterated_output' or "
+                             "'iterated_input' (only the iterated inverse has a residual)")
+        if isinstance(l, bool) or not isinstance(l, int) or not 2 <= l <= self.L:
+            raise ValueError(f"l: received {l!r}, expected a layer 2..{self.L} (one with a "
+                             "decoder g_ℓ)")
+        g = self.decoders[l - 2]
+        if self.rule == "iterated_output":
+            return g(self.f(l, v)) - v
+        return self.f(l, g(v)) - v
+
+    def contraction_bounds(self, l: int, limit: torch.Tensor, region: torch.Tensor | None = None,
+                           replica: int = 0) -> tuple[float, float]:
+        """``(α, ρ)`` of layer ℓ's iteration (:meth:`iteration_residual` ``m_ℓ``, one replica,
+        one example): ``ρ`` the spectral radius of ``J = ∂m_ℓ/∂v`` at ``limit [n]`` (the
+        linearised iteration is ``−J``: it converges locally for ρ < 1, diverges for ρ > 1);
+        ``α = max ‖J‖₂`` over ``region [P, n]`` (None: at ``limit`` alone, exact for affine
+        layers, whose J is constant), the Lipschitz constant of ``m_ℓ`` estimated from below by
+        sampling, which bounds the per-step error ratio of iterates that stay in the region
+        (e.g. :func:`visited_region`). Points where J is not finite (outside the decoder's
+        domain, e.g. ``|·| ≥ 1`` under atanh) are skipped; α is nan when none is left."""
+        def m(v):
+            return self.iteration_residual(l, v[None, None])[replica, 0]
+        jac = torch.func.vmap(torch.func.jacrev(m))
+        rho = torch.linalg.eigvals(jac(limit[None])[0]).abs().max().item()
+        J = jac(limit[None] if region is None else region)
+        ok = torch.isfinite(J).flatten(1).all(1)
+        if not ok.any():
+            return float("nan"), rho
+        return torch.linalg.matrix_norm(J[ok], ord=2).max().item(), rho
+
+    def layer_target_angles(self, y: State, damping: float = 0.0) -> dict[str, list[torch.Tensor]]:
+        """Per hidden layer ℓ = 1..L−1, per replica ``[S]``: the angle (degrees, batch
+        flattened) between the target change ``τ_ℓ − h_ℓ`` of state ``y`` and
+
+        * ``"gauss_newton"``: the Gauss-Newton target change ``τ_ℓ^GN − h_ℓ``
+          (:meth:`gauss_newton_targets`, λ = ``damping``; formed as a difference of targets,
+          like ``τ_ℓ − h_ℓ``, so both carry the same rounding), to which an exact inverse's
+          targets align to first order in β (Bengio 2020 §5);
+        * ``"backprop"``: backprop's ``δ_ℓ = −∂ℒ/∂h_ℓ``.
+
+        :meth:`target_angles` is the same with the layers flattened together."""
+        change = self.credits(y)[:-1]
+        gn = self.gauss_newton_targets(damping)
+        bp = credit.backprop(self.network, self.fwd, self.delta_L)[:-1]
+        return {"gauss_newton": [credit.angle(d, gn[f"tau_{l}"] - h) for l, (d, h)
+                                 in enumerate(zip(change, self.h), start=1)],
+                "backprop": [credit.angle(d, b) for d, b in zip(change, bp)]}
+
 
 def _is_function(value) -> bool:
     """A feedback function ``(network, x) → feedback`` (not a list, a string or a decoder)."""
@@ -603,3 +700,62 @@ def gauss_newton_targets(network: ForwardNetwork, x: torch.Tensor, target: torch
     delta_L = fwd.dphi[-1] * (network.output_like(target) - fwd.r[-1])
     steps = credit.gauss_newton(network, fwd, delta_L, damping=damping)
     return [h + beta * s for h, s in zip(fwd.a, steps)]
+
+
+# -- measuring the iterated inverse (Bengio 2020 §4) ----------------------------------------------
+
+def normalised_inverse_decoders(network: ForwardNetwork, radius: float, seed: int = 0
+                                ) -> list[InverseDecoder]:
+    """Decoders ``g_ℓ(h) = φ⁻¹(M_ℓ (h − b_ℓ))`` whose linearised iteration has spectral radius
+    exactly ``radius`` at every layer: ``M_ℓ = W_ℓ⁻¹ + radius·E_ℓ/ρ(E_ℓ W_ℓ)``, E_ℓ the seeded
+    direction of :func:`inverse_decoders` (perturbation 1). Then ``I − M W = −radius·E W/ρ(EW)``
+    (``iterated_output``; ``W M − I``, ``iterated_input``, is similar to ``M W − I``), so a
+    perturbation means the same on every seed and an affine layer diverges past ``radius = 1``.
+    Square layers and an invertible activation, as :func:`inverse_decoders`."""
+    if isinstance(radius, bool) or not isinstance(radius, (int, float)) \
+            or not math.isfinite(radius) or radius < 0:
+        raise ValueError(f"radius: received {radius!r}, expected a finite number ≥ 0 (the "
+                         "spectral radius of the linearised iteration)")
+    out = []
+    for l, g in enumerate(inverse_decoders(network, perturbation=1.0, seed=seed), start=2):
+        W = network.weights[l - 1]
+        E = g.M - torch.linalg.inv(W)
+        rho = torch.linalg.eigvals(E @ W).abs().amax((-1,), keepdim=True)[..., None]
+        out.append(InverseDecoder(torch.linalg.inv(W) + radius * E / rho, g.b,
+                                  network.activation(l - 1)))
+    return out
+
+
+def visited_region(iterates: torch.Tensor, limit: torch.Tensor, samples: int, seed: int = 0,
+                   per_segment: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where to measure ``Lip(m)`` of an iteration (:meth:`TargetPropagation.contraction_bounds`)
+    from its ``iterates [K, n]`` and ``limit [n]``: the iterates, the limit and ``per_segment``
+    points on each segment from an iterate to the limit (a step's ratio ``‖m(u) − m(u*)‖/‖u −
+    u*‖`` is bounded by the Jacobian norm along that segment), ``[K + 1 + per_segment·K, n]``;
+    and, looser, ``samples`` seeded uniform points of their bounding box widened by 10 % per
+    side, ``[samples, n]``."""
+    s = torch.linspace(0, 1, per_segment, dtype=iterates.dtype, device=iterates.device)
+    segments = (iterates[None] + s[:, None, None] * (limit - iterates)[None]
+                ).reshape(-1, limit.shape[-1])
+    pts = torch.cat([iterates, limit[None], segments])
+    lo, hi = pts.min(0).values, pts.max(0).values
+    pad = 0.1 * (hi - lo) + 1e-12
+    g = torch.Generator().manual_seed(seed)
+    box = lo - pad + (hi - lo + 2 * pad) * torch.rand(samples, limit.shape[-1], generator=g,
+                                                      dtype=iterates.dtype).to(iterates.device)
+    return pts, box
+
+
+def contraction_rate(errors: torch.Tensor, roundoff: float = 1e-11
+                     ) -> tuple[float, float, int]:
+    """An iteration's measured contraction from the distances ``errors [K]`` of its iterates
+    to the limit: over the leading run of finite errors above ``roundoff·errors[0]`` (below
+    it, rounding sets the ratio), ``(rate, max_ratio, count)`` with ``rate = (e_{k-1}/e_0)^{1/(k-1)}``
+    the geometric mean of the per-step ratios ``e_{i+1}/e_i``, ``max_ratio`` the largest of
+    them and ``count`` their number; ``(nan, nan, 0)`` with fewer than two usable errors."""
+    usable = (errors > roundoff * errors[0]) & torch.isfinite(errors)
+    k = int(usable.long().cumprod(0).sum().item())
+    if k < 2:
+        return float("nan"), float("nan"), 0
+    ratios = errors[1:k] / errors[:k - 1]
+    return (errors[k - 1] / errors[0]).item() ** (1.0 / (k - 1)), ratios.max().item(), k - 1

@@ -331,3 +331,90 @@ def phase_from_config(name: str, args: Mapping[str, Any], *, teacher: bool,
 
 __all__ += ["check_int", "check_number", "config_differences", "resume_checkpoint",
             "check_widths", "phase_from_config"]
+
+
+def check_keywords(name: str, given: Mapping[str, Any], target: Callable[..., Any],
+                   exclude: tuple[str, ...] = ()) -> None:
+    """``given``'s keys must be keyword arguments of ``target`` (but ``exclude``, which the
+    demo passes itself), else a ``ValueError`` naming ``name``, the unknown keys and the valid
+    ones."""
+    valid = Section(target, exclude).valid_keys()
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        raise ValueError(f"{name}: unknown keys {unknown} (keyword arguments of "
+                         f"{getattr(target, '__qualname__', target)}); valid keys: {valid}")
+
+
+__all__ += ["check_keywords"]
+
+
+def check_numbers(name: str, values: Any, *, positive: bool = True, at_least: int = 1
+                  ) -> tuple[float, ...]:
+    """``values`` as a tuple if it is a sequence of at least ``at_least`` finite numbers ``> 0``
+    (``positive``) or ``≥ 0``, else a ``ValueError`` naming ``name``, what was received and
+    what was expected."""
+    bound = "> 0" if positive else "≥ 0"
+    ok = isinstance(values, (list, tuple)) and all(
+        not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+        and (v > 0 if positive else v >= 0) for v in values)
+    if not ok or not values:
+        shown = list(values) if isinstance(values, (list, tuple)) else values
+        raise ValueError(f"{name}: received {shown!r}, expected finite numbers {bound}")
+    if len(values) < at_least:
+        raise ValueError(f"{name}: received {list(values)!r}, expected at least {at_least} "
+                         f"finite numbers {bound}")
+    return tuple(values)
+
+
+def check_layer_widths(name: str, widths: Any, *, layers: int = 1, square: bool = False
+                       ) -> tuple[int, ...]:
+    """``widths`` ``[n_0, ..., n_L]`` as a tuple if it holds positive integers with ``L ≥
+    layers`` (and, ``square``, equal ``n_1 = ... = n_L``: square layers, which have exact
+    inverses), else a ``ValueError`` naming ``name``, what was received and what was
+    expected."""
+    shown = list(widths) if isinstance(widths, (list, tuple)) else widths
+    if not isinstance(widths, (list, tuple)) or len(widths) < layers + 1 or any(
+            isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in widths):
+        raise ValueError(f"{name}: received {shown!r}, expected at least {layers + 1} positive "
+                         f"integers [n_0, ..., n_L] (L ≥ {layers})")
+    if square and len(set(widths[1:])) != 1:
+        raise ValueError(f"{name}: received {shown!r}, expected equal widths n_1 = ... = n_L "
+                         "(square layers have exact inverses)")
+    return tuple(widths)
+
+
+__all__ += ["check_numbers", "check_layer_widths"]
+
+
+def dataclass_flags(parser: Any, cls: type, helps: Mapping[str, str]) -> Callable[[Any], Any]:
+    """Add a flag ``--name`` (underscores written as dashes) to the argparse ``parser`` for each
+    field of the dataclass ``cls`` named in ``helps`` (its help text), typed and defaulted from
+    ``cls()``: a tuple field takes one or more values of its first element's type. Returns
+    ``make_config(args)`` for :func:`run_cli`: ``cls`` with those fields from the parsed
+    arguments and the others at their defaults."""
+    defaults = cls()
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(helps) - set(known))
+    if unknown:
+        raise ValueError(f"helps: unknown fields {unknown}, expected names from {known}")
+    for name, text in helps.items():
+        value = getattr(defaults, name)
+        kind = type(value[0]) if isinstance(value, tuple) and value else type(value)
+        if kind not in (int, float, str):
+            raise ValueError(f"helps[{name!r}]: the field's default is {value!r}, expected an "
+                             "int, float or str, or a non-empty tuple of them (other fields "
+                             "need a flag of their own)")
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, tuple):
+            parser.add_argument(flag, type=kind, nargs="+", default=list(value), help=text)
+        else:
+            parser.add_argument(flag, type=kind, default=value, help=text)
+
+    def make_config(args: Any) -> Any:
+        given = {name: getattr(args, name) for name in helps}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})
+
+    return make_config
+
+
+__all__ += ["dataclass_flags"]

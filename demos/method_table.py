@@ -10,6 +10,9 @@ keys as :mod:`demos.train`'s) and ``DIR/table.md``: test accuracy mean ± std ov
 wall-clock seconds per epoch of each method's integration (all seeds in one integration) and
 its ratio to backprop's on the same task. ``--resume`` continues every task from its
 checkpoints.
+
+:func:`table` formats summary rows as markdown, of one task (:mod:`demos.train`'s ``table.md``;
+re-exported as ``demos.train.table``) or of all.
 """
 from __future__ import annotations
 
@@ -18,9 +21,12 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
-from . import train
+import numpy as np
+
+from circuits.registry import LABELS
+
 from .config import jsonable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +36,7 @@ CONFIGS = (ROOT / "configs" / "digits.yaml", ROOT / "configs" / "mnist1d.yaml")
 def run(out: str | Path, configs: Sequence[str | Path] = CONFIGS, *, resume: bool = False,
         progress: bool = True) -> dict[str, Any]:
     """Train every config's methods; write the combined summary.json and table.md."""
+    from . import train                  # here: demos.train imports this module's table
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfgs = [train.load(c) for c in configs]          # every config checked before any training
@@ -47,8 +54,33 @@ def run(out: str | Path, configs: Sequence[str | Path] = CONFIGS, *, resume: boo
     combined = jsonable({"runs": runs, "tasks": per_task,
                          "seconds": time.perf_counter() - start})
     (out / "summary.json").write_text(json.dumps(combined, indent=2, allow_nan=False))
-    (out / "table.md").write_text(header(per_task) + train.table(runs, chance))
+    (out / "table.md").write_text(header(per_task) + table(runs, chance))
     return combined
+
+
+def table(runs: list[Mapping[str, Any]], chance: Mapping[str, float] | None = None) -> str:
+    """The markdown table of summary rows (:func:`demos.train.runs_of`): accuracy mean ± std
+    over seeds, seconds per epoch (whole integration, all seeds at once) and its ratio to
+    backprop's, one line per task × method; then chance per task."""
+    lines = ["| task | method | test accuracy (mean ± std over seeds) | seeds | "
+             "s / epoch (all seeds in one integration) | × backprop | diverged |",
+             "|---|---|---|---|---|---|---|"]
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault((r["task"], r["method"]), []).append(r)
+    for (task_name, method), rows in groups.items():
+        acc = np.array([r["test_accuracy"] for r in rows])
+        ratio = rows[0].get("ratio_to_backprop")
+        lines.append(f"| {task_name} | {LABELS.get(method, method)} | "
+                     f"{100 * acc.mean():.1f} ± {100 * acc.std():.1f} % | {len(rows)} | "
+                     f"{rows[0]['seconds']:.2f} | "
+                     f"{'—' if ratio is None else f'{ratio:.1f}'} | "
+                     f"{sum(bool(r.get('diverged')) for r in rows)} |")
+    if chance:
+        lines.append("")
+        lines.append("Chance (most frequent test class): " + ", ".join(
+            f"{t} {100 * c:.1f} %" for t, c in chance.items()) + ".")
+    return "\n".join(lines) + "\n"
 
 
 def header(per_task: dict[str, Any]) -> str:
@@ -70,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="continue every task's methods from their checkpoints")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    from . import train
     try:
         for c in args.configs:
             train.load(c)

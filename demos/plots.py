@@ -371,3 +371,208 @@ def arrival_gate_figure(path: str | Path, traces: Sequence[Mapping[str, Mapping]
 
 
 __all__ += ["learning_curves_figure", "arrival_gate_figure", "PHASE_COLOURS"]
+
+
+def seed_curves_figure(path: str | Path, curves: Mapping[str, tuple[Sequence[float], np.ndarray]],
+                       *, xlabel: str = "epoch", ylabel: str = "test accuracy",
+                       title: str = "") -> Path:
+    """One curve per learner (``curves[label] = (x [T], values [T, S])``, S seeds): the mean
+    over seeds with markers and a ± std band, all on one axis."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), layout="constrained")
+    for i, (label, (x, values)) in enumerate(curves.items()):
+        x, values = np.asarray(x, dtype=float), np.asarray(values, dtype=float).reshape(len(x), -1)
+        mean, std = values.mean(1), values.std(1)
+        colour = f"C{i}" if len(curves) <= 10 else plt.cm.tab20(i % 20)   # no repeats up to 20
+        ax.plot(x, mean, marker="o", ms=3, color=colour, label=label)
+        ax.fill_between(x, mean - std, mean + std, color=colour, alpha=0.15)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    return save_figure(fig, path)
+
+
+__all__ += ["seed_curves_figure"]
+
+
+def decay_figure(path: str | Path,
+                 panels: Mapping[str, Sequence[tuple[str, Sequence[float | None], float]]], *,
+                 rows: int = 1, ylim: tuple[float, float] = (1e-17, 1e8),
+                 ylabel: str = "error / first error (log)", xlabel: str = "iteration t",
+                 title: str = "") -> Path:
+    """Geometric convergence, one panel per ``panels[panel title] = [(label, errors, rate),
+    ...]`` (row-major in ``rows`` rows): each error curve over its first value (log; None:
+    missing) against the iteration, with its bound ``rate^t`` dashed in the same colour."""
+    cols = -(-len(panels) // rows)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 3.75 * rows), squeeze=False,
+                             layout="constrained", sharex=True)
+    for i, (ax, (name, curves)) in enumerate(zip(axes.flat, panels.items())):
+        for k, (label, errors, rate) in enumerate(curves):
+            err = np.array([np.nan if v is None else v for v in errors], dtype=float)
+            t = np.arange(len(err))
+            ax.semilogy(t, err / err[0], color=f"C{k % 10}", lw=1.8, label=label)
+            with np.errstate(over="ignore"):
+                ax.semilogy(t, rate ** t.astype(float), color=f"C{k % 10}", ls="--", lw=1)
+        ax.set_ylim(*ylim)
+        ax.axhline(1.0, color="0.6", lw=0.6)
+        ax.grid(alpha=0.3)
+        ax.set_title(name, fontsize="medium", loc="left")
+        ax.legend(fontsize="small", loc="lower left")
+        if i % cols == 0:
+            ax.set_ylabel(ylabel)
+        if i // cols == rows - 1:
+            ax.set_xlabel(xlabel)
+    return save_figure(fig, path, title)
+
+
+def log_log_figure(path: str | Path, x: Sequence[float],
+                   curves: Mapping[str, tuple[Sequence[float], Mapping]], *,
+                   hlines: Sequence[tuple[float, Mapping]] = (), hline_label: str = "",
+                   floor: float = 1e-12, xlabel: str = "", ylabel: str = "",
+                   title: str = "") -> Path:
+    """Curves ``curves[label] = (y, plot keyword arguments)`` against ``x`` on log-log axes
+    (y below ``floor`` drawn at it), and horizontal reference lines ``(y, keyword
+    arguments)`` named once in the legend by ``hline_label``."""
+    fig, ax = plt.subplots(figsize=(8.5, 5.5), layout="constrained")
+    for label, (y, style) in curves.items():
+        ax.loglog(x, np.maximum(np.asarray(y, dtype=float), floor), label=label, **style)
+    for y, style in hlines:
+        ax.axhline(y, **{"lw": 0.8, "alpha": 0.6, **style})
+    if hline_label:
+        ax.plot([], [], color="0.4", lw=0.8, label=hline_label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="x-small", loc="lower right")
+    return save_figure(fig, path, title)
+
+
+__all__ += ["decay_figure", "log_log_figure"]
+
+
+def _gate_fraction_panel(ax, frac: np.ndarray, layers: int, title: str) -> None:
+    """Fraction of each layer's error neurons with the gate open per step (dotted: k = L − ℓ)."""
+    k = np.arange(frac.shape[0])
+    for l in range(1, layers + 1):
+        ax.plot(k, frac[:, l - 1], "o-", color=layer_colour(l), lw=1.4, ms=4, alpha=0.85,
+                label=f"gate_{l}")
+        ax.axvline(layers - l, color=layer_colour(l), ls=":", lw=1.0)
+    ax.set_xlabel("step k after the target is shown (dotted: k = L − ℓ)")
+    ax.set_xticks(k[::2] if len(k) > 9 else k)
+    ax.set_ylabel("fraction of layer's error neurons\nwith gate open")
+    ax.set_ylim(-0.03, 1.05)
+    ax.set_title(title, fontsize="medium")
+
+
+def error_wave_figure(path: str | Path, wave: np.ndarray, gate_panels: Mapping[str, np.ndarray],
+                      title: str = "") -> Path:
+    """Predictive coding's error wave after the teacher clamps the output. (a) ``wave[k, ℓ-1]``
+    = ‖ε_ℓ(k)‖/‖δ_ℓ‖ at Z-IL's inference step k (:func:`circuits.predictive_coding.error_wave`),
+    a star where the clock lets ``W_ℓ`` learn (k = L − ℓ, C2); then one panel per
+    ``gate_panels[name]`` ``[T, L]``: the fraction of each layer's error neurons whose gate is
+    open at each step (``circuits.gates.gate_trace``'s ``open_fraction``), panels (b), (c) ..."""
+    wave = np.asarray(wave, dtype=float)
+    L = wave.shape[1]
+    fig, axes = plt.subplots(1, 1 + len(gate_panels), figsize=(4.8 * (1 + len(gate_panels))
+                                                               + 0.1, 4.2),
+                             layout="constrained", squeeze=False)
+    axes = axes[0]
+    ax, steps = axes[0], np.arange(wave.shape[0])
+    for l in range(1, L + 1):
+        colour = layer_colour(l)
+        ax.plot(steps, wave[:, l - 1], "o-", color=colour, lw=1.4, ms=4, label=f"ε_{l}")
+        ax.plot([L - l], [wave[L - l, l - 1]], marker="*", ms=15, color=colour, mec="k", mew=0.6)
+    ax.plot([], [], "*", color="0.6", mec="k", ms=12, label="W_ℓ learns (clock, C2)")
+    ax.set_xlabel("inference step k (t/τ_x after the clamp)")
+    ax.set_xticks(steps)
+    ax.set_ylabel("‖ε_ℓ(k)‖ / ‖δ_ℓ‖ (backprop)")
+    ax.set_title("(a) Z-IL: the error wave moves down one layer per step", fontsize="medium")
+    for i, (ax, (name, frac)) in enumerate(zip(axes[1:], gate_panels.items()), start=1):
+        _gate_fraction_panel(ax, np.asarray(frac, dtype=float), L, f"({chr(97 + i)}) {name}")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small", frameon=False)
+    return save_figure(fig, path, title)
+
+
+def gate_settle_figure(path: str | Path, traces: Mapping[str, Mapping[str, np.ndarray]],
+                       results: Mapping[str, Mapping[str, float]], threshold: float,
+                       title: str = "") -> Path:
+    """One panel per gate while a circuit settles without a teacher: the largest gate of each
+    layer (``traces[name]["gate"]`` ``[T, L]`` at times ``["t"]``, ``circuits.gates.
+    gate_extremes``) and on a log axis the largest |ε| of the circuit (``["error"]`` ``[T]`` or
+    ``[T, 1]``; arrays or CPU tensors)
+    with the gate's quiet ``threshold`` θ, up to ``results[name]["settle_time"]``; the title
+    quotes ``results[name]``'s ``max_gate``, ``first_opening_time`` (< 0: never opened),
+    ``signal_at_first_opening`` and ``weight_change_l1``."""
+    fig, axes = plt.subplots(len(traces), 1, sharex=True, squeeze=False,
+                             figsize=(9.5, 1.2 + 2.3 * len(traces)), layout="constrained")
+    for ax, (name, tr) in zip(axes[:, 0], traces.items()):
+        r, t = results[name], np.asarray(tr["t"], dtype=float)
+        gate = np.asarray(tr["gate"], dtype=float).reshape(len(t), -1)
+        keep = (t > 0) & (t <= r["settle_time"])
+        for l in range(1, gate.shape[1] + 1):
+            ax.plot(t[keep], gate[keep, l - 1], color=layer_colour(l), lw=1.3, label=f"gate_{l}")
+        err = ax.twinx()
+        err.plot(t[keep], np.asarray(tr["error"], dtype=float).reshape(len(t))[keep],
+                 color="0.45", ls="--", lw=1.0, label="max |ε|")
+        err.axhline(threshold, color="0.45", ls=":", lw=1.0, label="θ")
+        err.set_yscale("log")
+        err.set_ylabel("max |ε| (log)", color="0.35")
+        opened = ("never opened" if r["first_opening_time"] < 0 else
+                  f"first opened at t = {r['first_opening_time']:.3g} on a signal of "
+                  f"{r['signal_at_first_opening']:.2g}")
+        ax.set_title(f"{name}: max gate {r['max_gate']:.3g}, {opened}; weights moved "
+                     f"{r['weight_change_l1']:.2g} (L1)", fontsize="medium", loc="left")
+        ax.set_ylabel("largest gate\nof the layer")
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_xscale("log")
+        ax.grid(alpha=0.3)
+        handles = ax.get_legend_handles_labels()[0] + err.get_legend_handles_labels()[0]
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.09, 1.0),
+                  fontsize="small", frameon=False)
+    axes[-1, 0].set_xlabel("time t after the new input (units of τ_x, log scale), "
+                           "prediction mode: no teacher")
+    return save_figure(fig, path, title)
+
+
+def grouped_log_bars_figure(path: str | Path, values: Mapping[str, float],
+                            groups: Sequence[tuple[str, str, str]], *, other: str = "0.5",
+                            xlabel: str = "", title: str = "", floor: float = 1e-17) -> Path:
+    """Horizontal bars on a log axis, one per ``values[name]`` from the top (values below
+    ``floor``, exact zeros, drawn at it), coloured by group: ``groups`` are ``(prefix, colour,
+    legend label)``, a bar takes the colour of the first prefix its name starts with (``other``
+    if none), and the legend names each label once (groups with an empty label are not
+    named)."""
+    names = list(values)
+    colours = [next((c for prefix, c, _ in groups if n.startswith(prefix)), other)
+               for n in names]
+    fig, ax = plt.subplots(figsize=(8.5, 0.3 * len(names) + 1.4), layout="constrained")
+    ax.barh(names, [max(values[n], floor) for n in names], color=colours, left=floor)
+    for label, colour in {label: c for _, c, label in groups if label}.items():
+        ax.barh([names[0]], [0], color=colour, label=label)
+    ax.legend(loc="lower right", fontsize="small")
+    ax.set_xscale("log")
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize="medium")
+    ax.grid(alpha=0.3, axis="x")
+    return save_figure(fig, path)
+
+
+__all__ += ["error_wave_figure", "gate_settle_figure", "grouped_log_bars_figure"]
+
+
+def text_table(rows: Sequence[Sequence[str]], left: int = 1) -> list[str]:
+    """``rows`` (the first is the header) as aligned text lines, a dashed rule under the header:
+    the first ``left`` columns left-aligned, the others right-aligned, two spaces apart."""
+    if not rows or len({len(r) for r in rows}) != 1:
+        raise ValueError(f"rows: received rows of lengths {[len(r) for r in rows]}, expected a "
+                         "header and rows with the same number of cells")
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i < left else c.rjust(w)
+                       for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    return lines[:1] + ["  ".join("-" * w for w in widths)] + lines[1:]
+
+
+__all__ += ["text_table"]

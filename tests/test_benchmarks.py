@@ -39,7 +39,7 @@ def test_train_cost_writes_the_contract(tmp_path):
     script against, DI (exponential partitioned steps) learns, and Z-IL equals backprop."""
     from benchmarks import train_cost
     train_cost.main(["--out", str(tmp_path), "--methods", "backprop", "di", "z_il",
-                     "--epochs", "1"])
+                     "--epochs", "1", "--repeats", "1"])
     import json
     s = json.loads((tmp_path / "summary.json").read_text())
     assert {"methods", "machine"} <= set(s)
