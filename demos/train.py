@@ -126,7 +126,7 @@ class MethodSpec:
                 raise ValueError(f"{where}.{name}: received {getattr(self, name)!r}, expected "
                                  f"one of {list(valid)}")
         from solvers.methods import METHODS as STEPPERS
-        from solvers.training import TRAINING_METHODS
+        from solvers import TRAINING_METHODS
         if self.integrator not in (*STEPPERS, *TRAINING_METHODS):
             raise ValueError(f"{where}.integrator: received {self.integrator!r}, expected a "
                              f"fixed-step method, one of "

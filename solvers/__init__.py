@@ -8,7 +8,8 @@ from .solve import Solution, Status, solve
 from .state import Layout, State
 from . import checkpoint
 from .stream import minibatch_order
-from .training import TRAINING_METHODS, Drive, Stream, TrainingResult, train
+from .partitioned import TRAINING_METHODS, PartitionedExponential
+from .training import Drive, Stream, TrainingResult, train
 from .sweep import (Grid, LabelledArray, LinearStability, SweepResult, bytes_per_replica,
                     closed_form_error, linearised_stability, moved_attribute, predict_stability,
                     sweep)
@@ -20,6 +21,7 @@ __all__ = ["IMPLICIT", "MAX_SIZE", "ImplicitEulerStep", "ImplicitMethod", "repli
            "LinearStability", "bytes_per_replica", "closed_form_error", "linearised_stability",
            "predict_stability",
            "sweep", "Drive", "Stream", "TrainingResult", "train", "TRAINING_METHODS",
+           "PartitionedExponential",
            "checkpoint", "minibatch_order"]
 
 

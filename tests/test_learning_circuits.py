@@ -17,7 +17,7 @@ from circuits import (ArrivalGate, ClosedForm, DeepFeedbackControl, DynamicInver
                       Settling, SingleLoopDynamicInversion, Targets, inverse_decoders)
 from solvers import Layout
 from solvers.methods import EULER, rk_step
-from solvers.training import _PartitionedExponential
+from solvers.partitioned import PartitionedExponential
 
 DT = torch.float64
 G = torch.Generator().manual_seed(7)
@@ -94,7 +94,7 @@ def test_a_chunk_of_steps_reads_nothing_on_the_host(name):
     rk_step(EULER, field, 0.0, yf, 0.1)                          # warm-up outside the count
     stepper = None
     if getattr(circuit, "fast", None):
-        stepper = _PartitionedExponential(circuit, layout)
+        stepper = PartitionedExponential(circuit, layout)
         stepper.jump(0.0, yf)                                    # linearised at a jump
         stepper(0.0, yf, 0.1)
     with HostReads() as reads:
@@ -191,7 +191,7 @@ def test_closed_form_jacobian_of_targets_equals_jacobian_vector_products(name):
                  else 0) for k, v in y.items()}
     closed = circuit.fast_jacobian(y)
     layout = Layout(y)
-    stepper = _PartitionedExponential(circuit, layout)
+    stepper = PartitionedExponential(circuit, layout)
     circuit.fast_jacobian = lambda state: None            # force the generic route
     stepper.jump(0.0, layout.pack(y))
     torch.testing.assert_close(closed, stepper.J, rtol=1e-10, atol=1e-12)
