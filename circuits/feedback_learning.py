@@ -146,7 +146,8 @@ class ReconstructionLearning(RegressionFlow):
     """Bengio's auto-encoder rule for mirrored decoders ``g_2..g_L`` on one batch ``x``.
 
     Args:
-        network: the forward network (fixed here).  x: input ``[B, n_0]``.
+        network: the forward network (fixed here).  x: input ``[B, n_0]`` (``check=False``:
+            finite already, checked for shape only).
         decoders: initial ``[g_2, ..., g_L]`` (:class:`MirroredDecoder` with biases c).
         eta: rate η.  decay: weight decay λ ≥ 0.
         noise: σ of the Gaussian corruption of ``h_{ℓ-1}`` (0: none).  seed: the noise's seed.
@@ -157,7 +158,7 @@ class ReconstructionLearning(RegressionFlow):
 
     def __init__(self, network: ForwardNetwork, x: torch.Tensor,
                  decoders: Sequence[MirroredDecoder], *, eta: float = 1.0, decay: float = 0.0,
-                 noise: float = 0.0, seed: int = 0):
+                 noise: float = 0.0, seed: int = 0, check: bool = True):
         self._bind(network)
         net = self.network
         self.eta = positive_float("eta", eta)
@@ -169,7 +170,7 @@ class ReconstructionLearning(RegressionFlow):
                              f"{' of %d' % len(decoders) if hasattr(decoders, '__len__') else ''}"
                              f", expected {net.L - 1} MirroredDecoder objects with biases "
                              "[g_2, ..., g_L]")
-        fwd = net.forward(x)
+        fwd = net.forward(net.input(x, check_finite=check), prepared=True)
         gen = torch.Generator().manual_seed(seed)
         self.moments, self.theta0, self.populations, self._activations = {}, {}, [], {}
         for l, g in enumerate(decoders, start=2):
@@ -204,7 +205,8 @@ class DifferenceReconstruction(RegressionFlow):
     """The DRL rule for direct feedback ``Q_1..Q_{L-1}`` (``[S, n_ℓ, n_L]``) on one batch.
 
     Args:
-        network: the forward network (fixed here).  x: input ``[B, n_0]``.
+        network: the forward network (fixed here).  x: input ``[B, n_0]`` (``check=False``:
+            finite already, checked for shape only).
         sigma: noise scale σ.  damping: λ (the fixed point's damping).  eta: rate η.
         noise: ``"orthogonal"`` (2n antithetic samples, second moment exactly σ²I) or
             ``"gaussian"`` (``samples`` draws).  seed: the noise's seed.
@@ -214,7 +216,7 @@ class DifferenceReconstruction(RegressionFlow):
     def __init__(self, network: ForwardNetwork, x: torch.Tensor, *, sigma: float = 1e-3,
                  damping: float = 1e-3, eta: float = 1.0, noise: str = "orthogonal",
                  samples: int = 64, seed: int = 0,
-                 feedback: Sequence[torch.Tensor] | None = None):
+                 feedback: Sequence[torch.Tensor] | None = None, check: bool = True):
         self._bind(network)
         net = self.network
         sigma = positive_float("sigma", sigma)
@@ -227,7 +229,7 @@ class DifferenceReconstruction(RegressionFlow):
         if feedback is not None:
             feedback = given_matrices("feedback", feedback, shapes, self.S, net.dtype,
                                       net.device, "None")
-        fwd = net.forward(x)
+        fwd = net.forward(net.input(x, check_finite=check), prepared=True)
         gen = torch.Generator().manual_seed(seed)
         self.moments, self.theta0, self.populations = {}, {}, []
         for l, (n, m) in enumerate(shapes, start=1):
@@ -313,14 +315,16 @@ def initial_feedback(kind: str, network: ForwardNetwork, *, scale: float = 0.1, 
 def learn_feedback(network: ForwardNetwork, x: torch.Tensor,
                    current: Sequence[MirroredDecoder] | Sequence[torch.Tensor],
                    settings: FeedbackLearning | None = None, *, duration: float | None = None,
-                   seed: int = 0) -> list[MirroredDecoder] | list[torch.Tensor]:
+                   seed: int = 0, check: bool = True
+                   ) -> list[MirroredDecoder] | list[torch.Tensor]:
     """The feedback after its rule has run on batch ``x`` (``[B, n_0]`` or ``[S, B, n_0]``) for
     ``duration`` (default ``settings.duration``; ``math.inf``: its fixed point), starting from
     ``current`` and with ``network``'s weights held still (exact flow,
     :meth:`RegressionFlow.flow`). Mirrored decoders (with biases) learn by the auto-encoder rule
     (:class:`ReconstructionLearning`), a list of ``Q_ℓ`` tensors by the difference
     reconstruction rule (:class:`DifferenceReconstruction`); the result has ``current``'s
-    form. ``seed``: the rule's noise."""
+    form. ``seed``: the rule's noise. ``check=False``: ``x`` was checked already (finite), as a
+    drive's batches are at their first presentation: no host synchronisation."""
     s = FeedbackLearning() if settings is None else settings
     if not isinstance(s, FeedbackLearning):
         raise TypeError(f"settings: received {type(s).__name__}, expected a "
@@ -329,12 +333,12 @@ def learn_feedback(network: ForwardNetwork, x: torch.Tensor,
     if isinstance(current, (list, tuple)) and current and all(
             isinstance(g, MirroredDecoder) for g in current):
         c = ReconstructionLearning(network, x, current, eta=s.eta, decay=s.damping,
-                                   noise=s.noise, seed=seed)
+                                   noise=s.noise, seed=seed, check=check)
         return c.decoders(c.flow(t))
     if isinstance(current, (list, tuple)) and current and all(
             isinstance(q, torch.Tensor) for q in current):
         c = DifferenceReconstruction(network, x, sigma=s.sigma, damping=s.damping, eta=s.eta,
-                                     feedback=current, seed=seed)
+                                     feedback=current, seed=seed, check=check)
         return c.feedback(c.flow(t))
     raise ValueError(f"current: received {type(current).__name__}, expected a list of "
                      "MirroredDecoder (decoders) or of tensors [S, n_ℓ, n_L] (direct feedback), "

@@ -76,7 +76,8 @@ def decoders_at_fixed_point(settings: FeedbackLearning, seed: int = 1
         if "g" not in start:
             start["g"] = initial_feedback("decoders", network, scale=settings.init_scale,
                                           seed=seed)
-        return learn_feedback(network, x, start["g"], settings, seed=seed, duration=math.inf)
+        return learn_feedback(network, x, start["g"], settings, seed=seed, duration=math.inf,
+                              check=False)           # x: the drive's batch, checked already
     return decoders
 
 

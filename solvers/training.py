@@ -137,9 +137,10 @@ def train(circuit: Any, y0: Mapping[str, torch.Tensor], stream: Stream, *,
     never from inside the vector field, and everything a stepping method takes from the circuit
     (``exp_euler``'s leak rates, ``exp_partitioned``'s Jacobian) is recomputed at each jump, so it
     follows the drive. ``present`` may return populations that jump with the drive (a reset
-    map declared by the circuit, e.g. ``PredictiveCoding(reset="feed_forward")``). The data of the first presentation are checked (finite, shapes); later
-    presentations are checked for shape only, so a chunk of steps issues no host
-    synchronisation (a non-finite example shows up as a diverged replica).
+    map declared by the circuit, e.g. ``PredictiveCoding(reset="feed_forward")``). The data of
+    the first presentation are checked (finite, shapes); later presentations are checked for
+    shape only, so a chunk of steps issues no host synchronisation (a non-finite example shows
+    up as a diverged replica).
 
     ``method``: a fixed-step tableau of :mod:`solvers.methods` (``euler``, ``exp_euler``, ``rk4``
     ...), ``exp_partitioned`` (settling circuits: see :class:`PartitionedExponential`; its
@@ -227,15 +228,11 @@ def train(circuit: Any, y0: Mapping[str, torch.Tensor], stream: Stream, *,
         raise ValueError(f"start: received {start}, expected a multiple of relinearise_every = "
                          f"{relinearise_every} for method {method!r} (the Jacobian in use was "
                          "computed at such a jump; resuming elsewhere would step differently)")
-    def stepping(name: str) -> tuple[Any, Any]:
-        """(partitioned stepper or None, tableau or None); both None: solve the phase."""
-        if name in TRAINING_METHODS:
-            return PartitionedExponential(circuit, layout), None
-        if name in METHODS:
-            return None, METHODS[name]
-        get_method(name)                              # a clear error for unknown names
-        return None, None
-    stepper, tableau = stepping(method)
+    # the step: a partitioned stepper, a tableau, or neither (implicit / adaptive: solve)
+    stepper = PartitionedExponential(circuit, layout) if method in TRAINING_METHODS else None
+    tableau = METHODS.get(method)
+    if stepper is None and tableau is None:
+        get_method(method)                            # a clear error for unknown names
     flat_field = (lambda t, v: layout.pack(circuit.vector_field(t, layout.unpack(v))))
 
     def run_phase(yf: torch.Tensor, t0: float, t1: float, h: float, relinearise: bool

@@ -196,3 +196,28 @@ def test_closed_form_jacobian_of_targets_equals_jacobian_vector_products(name):
     stepper.jump(0.0, layout.pack(y))
     torch.testing.assert_close(closed, stepper.J, rtol=1e-10, atol=1e-12)
     assert closed.abs().max() > 0.1
+
+
+@pytest.mark.parametrize("method", ["backprop", "feedback_alignment", "pseudo_backprop", "ndi",
+                                    "di", "sdi", "dfc", "pc", "z_il", "iterated_dtp",
+                                    "ddtp_linear", "local_decoders"])
+def test_registered_methods_train_a_chunk_without_host_reads(method):
+    """Every method of the registry, as the method table builds it (iterated DTP with decoders
+    at their auto-encoder rule's fixed point, recomputed at each presentation), trains a chunk
+    of 3 presentations through ``solvers.train`` after its first, checked one: the chunk's
+    jumps (``present``, feedback learning, Z-IL's reset) and steps read nothing on the host
+    except the one divergence check that ends the chunk."""
+    from circuits.registry import learning_circuit
+    from solvers import train
+    from tests.test_learning_apis import registry_problem
+    net, x, target = registry_problem(method)
+    data = lambda k: (x * (1 + 0.1 * k), target)  # noqa: E731
+    c = learning_circuit(method, net, x, target, period=3.0, gate="settled")
+    method_kw = {"pc": dict(teacher_from=2.0, period=3.0, dt=1.0)}.get(
+        method, dict(period=3.0, dt=1.0 if method in ("z_il", "local_decoders") else 0.5))
+    counts = []
+    with HostReads() as reads:
+        r = train(c, c.initial_state(), data, presentations=6, chunk=3,
+                  on_chunk=lambda k, y, sol: counts.append(reads.count), **method_kw)
+    assert counts[1] - counts[0] == 1           # the second chunk: its divergence check only
+    assert not r.diverged.any()
