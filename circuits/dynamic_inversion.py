@@ -70,6 +70,29 @@ def invert(W: torch.Tensor, B: torch.Tensor, c: torch.Tensor, alpha_tilde: torch
     return None, delta
 
 
+def exp_euler_dt_bound(alpha: torch.Tensor, sigma_sq: torch.Tensor) -> torch.Tensor:
+    """``(1 + α)/(α + σ²)``: the largest step at which an explicit (exponential) Euler step of an
+    inversion loop with ``B = −Wᵀ``, ``k_i = τ_u = τ_δ = 1``, ``k_p = 0`` stays stable, to leading
+    order. In the singular basis of W the loop splits into 2×2 blocks ``[[−1, −σ], [σ, −α]]``
+    with ``Re λ = −(1 + α)/2`` and ``|λ|² = α + σ²`` once σ is large, and ``|1 + hλ| < 1`` iff
+    ``h < −2 Re λ/|λ|²``. The settle time is set by the slowest mode, ``1/(α + σ_min²)``: the
+    two together are how stiff a settle is. Shapes broadcast (``[S]`` and ``[S]``)."""
+    return (1 + alpha) / (alpha + sigma_sq)
+
+
+def _check_bound_applies(circuit: "_InversionCircuit") -> None:
+    """:func:`exp_euler_dt_bound` is derived for ``B = −Wᵀ``, unit gains and time constants."""
+    if not circuit.transposed:
+        raise ValueError("feedback: received a feedback other than 'transpose', expected "
+                         "'transpose' (the explicit step bound is derived for B = −Wᵀ)")
+    for name, want in (("k_i", 1.0), ("k_p", 0.0), ("tau_u", 1.0), ("tau_delta", 1.0)):
+        value = getattr(circuit, name)
+        if not bool((value == want).all()):
+            raise ValueError(f"{name}: received {value.reshape(-1).tolist()}, expected {want:g} "
+                             "(the explicit step bound is derived for k_i = τ_u = τ_δ = 1, "
+                             "k_p = 0)")
+
+
 class _InversionCircuit(CreditCircuit):
     """Shared set-up: the network's forward pass, the clamped output credit, the gains."""
 
@@ -257,6 +280,24 @@ class DynamicInversion(_InversionCircuit):
         bottom = torch.cat([self.k_i * W / self.tau_u, -self.alpha * Im / self.tau_u], dim=-1)
         return torch.cat([top, bottom], dim=-2)
 
+
+    def max_loop_eigenvalue(self) -> torch.Tensor:
+        """``λ_max = max Re λ`` over the loops' linearisations (:meth:`loop_matrix`), ``[S]``:
+        the cascade's Jacobian is block triangular, so this is its spectral abscissa. Negative:
+        stable, and ``−λ_max`` is the slowest settling rate (with ``B = −Wᵀ`` it is negative
+        for every α > 0)."""
+        return torch.stack([torch.linalg.eigvals(self.loop_matrix(l)).real.amax(-1)
+                            for l in range(2, self.network.L + 1)]).amax(0)
+
+    def exp_euler_dt_bound(self) -> torch.Tensor:
+        """:func:`exp_euler_dt_bound` of the stiffest loop, ``[S]``: σ is the largest singular
+        value of ``W_2, ..., W_L``. Requires ``feedback="transpose"``, ``k_i = τ_u = τ_δ = 1``
+        and ``k_p = 0`` (else a ``ValueError`` naming the parameter)."""
+        _check_bound_applies(self)
+        s2 = torch.stack([torch.linalg.matrix_norm(W, ord=2) ** 2
+                          for W in self.network.weights[1:]]).amax(0)
+        return exp_euler_dt_bound(self.alpha.reshape(-1), s2)
+
     def steady_state(self) -> State:
         """The closed-form fixed point (NDI), keyed like the state. ``u_ℓ`` is the integral
         state ``k_i/(k_i + α k_p) · u*``; it is omitted where undefined (expanding, α = 0)."""
@@ -353,6 +394,24 @@ class SingleLoopDynamicInversion(_InversionCircuit):
         m = self.carry(y[f"delta_{L - 1}"]) @ self._Wt[L - 1] - self.delta_L
         obs["fb_1"] = (y["z"] + self.k_p * m) @ self._Bt
         return self._observe_credits(obs, y)
+
+
+    def max_loop_eigenvalue(self, y: State | None = None) -> torch.Tensor:
+        """``λ_max = max Re λ`` of the whole circuit's Jacobian at ``y`` (default: the initial
+        state; with ``carry="linear"`` the Jacobian is the same everywhere), ``[S]``. Negative:
+        stable, and ``−λ_max`` is the slowest settling rate."""
+        from .stability import jacobian
+        J = jacobian(self, self.initial_state() if y is None else y)
+        return torch.linalg.eigvals(J).real.amax(-1)
+
+    def exp_euler_dt_bound(self) -> torch.Tensor:
+        """:func:`exp_euler_dt_bound` with σ the largest singular value of the path
+        ``W_L ⋯ W_2``, ``[S]``. The carried layers add a lag the bound ignores: take a larger
+        margin than for layer-wise DI. Requires ``feedback="transpose"``, ``k_i = τ_u = τ_δ =
+        1`` and ``k_p = 0`` (else a ``ValueError`` naming the parameter)."""
+        _check_bound_applies(self)
+        s2 = torch.linalg.matrix_norm(self.path, ord=2) ** 2
+        return exp_euler_dt_bound(self.alpha.reshape(-1), s2)
 
     def steady_state(self) -> State:
         """Closed form for ``carry="linear"``: the inversion of the whole path ``W_L ⋯ W_2``."""

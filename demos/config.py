@@ -418,3 +418,92 @@ def dataclass_flags(parser: Any, cls: type, helps: Mapping[str, str]) -> Callabl
 
 
 __all__ += ["dataclass_flags"]
+
+
+def grid_axis(name: str, spec: Any) -> Any:
+    """A grid axis from a config: ``{logspace: [lo, hi, n]}`` (``n`` powers of ten from
+    ``10**lo`` to ``10**hi``) or ``{linspace: [lo, hi, n]}`` as a list of floats; anything else
+    (a list of values) is returned as given, for the grid to check. A malformed mapping is a
+    ``ValueError`` naming the axis ``name``, what was received and what was expected."""
+    if not isinstance(spec, Mapping):
+        return spec
+    if len(spec) != 1 or next(iter(spec)) not in ("logspace", "linspace"):
+        raise ValueError(f"grid axis {name!r}: received {dict(spec)!r}, expected a list of "
+                         "values, {logspace: [lo, hi, n]} or {linspace: [lo, hi, n]}")
+    kind, args = next(iter(spec.items()))
+    if not isinstance(args, (list, tuple)) or len(args) != 3 \
+            or isinstance(args[2], bool) or not isinstance(args[2], int) or args[2] < 1 \
+            or any(isinstance(a, bool) or not isinstance(a, (int, float))
+                   or not math.isfinite(a) for a in args[:2]):
+        raise ValueError(f"grid axis {name!r}: received {kind}: {args!r}, expected "
+                         "[lo, hi, n] with finite lo, hi and an integer n ≥ 1")
+    import numpy as np
+    return getattr(np, kind)(float(args[0]), float(args[1]), int(args[2])).tolist()
+
+
+def check_optional(check: Callable[..., Any], name: str, value: Any, *args: Any,
+                   **kwargs: Any) -> Any:
+    """None if ``value`` is None, else ``check(name, value, *args, **kwargs)`` (e.g.
+    :func:`check_int`, :func:`check_number`) whose error then also says null is accepted."""
+    if value is None:
+        return None
+    try:
+        return check(name, value, *args, **kwargs)
+    except ValueError as err:
+        raise ValueError(f"{err} or null") from None
+
+
+__all__ += ["grid_axis", "check_optional"]
+
+
+def check_names(name: str, values: Any, valid: Any) -> tuple:
+    """``values`` as a tuple if it holds one or more distinct names from ``valid``, else a
+    ``ValueError`` naming ``name``, what was received and the valid names."""
+    if not isinstance(values, (list, tuple)) or not values \
+            or any(v not in valid for v in values) or len(set(values)) != len(values):
+        shown = list(values) if isinstance(values, (list, tuple)) else values
+        raise ValueError(f"{name}: received {shown!r}, expected distinct names from "
+                         f"{list(valid)}")
+    return tuple(values)
+
+
+def check_choice(name: str, value: Any, valid: Any) -> Any:
+    """``value`` if it is one of ``valid``, else a ``ValueError`` naming ``name``, what was
+    received and the valid choices."""
+    if value not in valid:
+        raise ValueError(f"{name}: received {value!r}, expected one of {list(valid)}")
+    return value
+
+
+def check_number_in(name: str, value: Any, low: float, high: float = math.inf, *,
+                    open_low: bool = False, open_high: bool = True, what: str = "") -> float:
+    """``value`` if it is a finite number in the interval from ``low`` to ``high`` (ends open
+    or closed as asked), else a ``ValueError`` naming ``name``, what was received and the
+    interval expected (``what`` says what the number is)."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) \
+        and math.isfinite(value) and (value > low if open_low else value >= low) \
+        and (value < high if open_high else value <= high)
+    if not ok:
+        interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+        raise ValueError(f"{name}: received {value!r}, expected a finite number in {interval}"
+                         + (f" ({what})" if what else ""))
+    return value
+
+
+def summary_stats(values: Any) -> dict[str, float | None]:
+    """``{"mean", "max", "min"}`` of ``values`` as floats (all None if there are none)."""
+    import numpy as np
+    a = np.asarray(values, dtype=float)
+    if a.size == 0:
+        return {"mean": None, "max": None, "min": None}
+    return {"mean": float(a.mean()), "max": float(a.max()), "min": float(a.min())}
+
+
+def first_at_or_below(at: Any, curve: Any, level: float) -> Any:
+    """The first ``at[i]`` with ``curve[i] ≤ level`` (e.g. the examples a learning curve takes
+    to reach a loss), or None if the curve never gets there."""
+    return next((k for k, v in zip(at, curve) if v <= level), None)
+
+
+__all__ += ["check_names", "check_choice", "check_number_in", "summary_stats",
+            "first_at_or_below"]

@@ -576,3 +576,140 @@ def text_table(rows: Sequence[Sequence[str]], left: int = 1) -> list[str]:
 
 
 __all__ += ["text_table"]
+
+
+def cell_edges(values: Sequence[float]) -> tuple[np.ndarray, bool]:
+    """Cell edges for ``pcolormesh`` around grid ``values`` (``n + 1`` of them), and whether the
+    axis is log-spaced (positive, more than two values, a constant ratio): then the edges are
+    the geometric midpoints."""
+    v = np.asarray(values, dtype=float)
+    if len(v) == 1:
+        return np.array([v[0] - 0.5, v[0] + 0.5]), False
+    log = bool((v > 0).all() and len(v) > 2
+               and np.allclose(np.diff(np.log(v)), np.log(v[1] / v[0]), rtol=1e-6))
+    w = np.log(v) if log else v
+    mid = (w[1:] + w[:-1]) / 2
+    edges = np.concatenate([[2 * w[0] - mid[0]], mid, [2 * w[-1] - mid[-1]]])
+    return (np.exp(edges) if log else edges), log
+
+
+def _log_norm(values: np.ndarray, floor: float = 0.0):
+    """A ``LogNorm`` spanning the positive ``values`` (at least a decade), or None if none."""
+    from matplotlib.colors import LogNorm
+    pos = values[values > 0]
+    if not pos.size:
+        return None
+    low = max(pos.min(), floor)
+    return LogNorm(vmin=low, vmax=max(pos.max(), pos.min() * 10))
+
+
+def sweep_figure(path: str | Path, result, title: str = "") -> Path:
+    """Three heatmaps over a 2-axis :class:`solvers.sweep.SweepResult` (rows: its first axis):
+    the relative error of the final state to the closed form (diverged replicas grey), the settle
+    time and the simulated status, each with the predicted stability boundaries drawn over it
+    where they cross the grid — spectral abscissa = 0 (solid black) and Euler's spectral radius
+    = 1 (dashed white)."""
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    from solvers.solve import Status
+
+    dims = result.dims
+    if len(dims) != 2:
+        raise ValueError(f"sweep_figure: received a grid with dims {dims}, expected 2 axes")
+    ydim, xdim = dims
+    yv, xv = result.coords[ydim], result.coords[xdim]
+    (xe, xlog), (ye, ylog) = cell_edges(xv), cell_edges(yv)
+    status = result["status"].data
+    error = np.ma.masked_where((status == int(Status.DIVERGED))
+                               | ~np.isfinite(result["error"].data), result["error"].data)
+    settle = np.ma.masked_invalid(result["settle_time"].data)
+    enorm = _log_norm(error.compressed(), floor=1e-16)
+    panels = [(error if enorm is None else error.clip(min=enorm.vmin),
+               "relative error to the closed form" + ("" if enorm is None else
+                                                      "\n(diverged: grey)"), "viridis", enorm)]
+    spos = settle.compressed()
+    panels.append((settle, "settle time (converged only)", "magma",
+                   _log_norm(spos) if spos.size and spos.min() > 0 else None))
+    cmap = ListedColormap(["tab:orange", "tab:green", "tab:red"])
+    panels.append((status, "simulated status", cmap,
+                   BoundaryNorm([-0.5, 0.5, 1.5, 2.5], cmap.N)))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2), constrained_layout=True)
+    X, Y = np.meshgrid(xv, yv)
+    for ax, (data, label, cm, norm) in zip(axes, panels):
+        if isinstance(cm, str):
+            cm = plt.get_cmap(cm).with_extremes(bad="0.75")
+        bar = fig.colorbar(ax.pcolormesh(xe, ye, data, cmap=cm, norm=norm, shading="flat"),
+                           ax=ax)
+        if label == "simulated status":
+            bar.set_ticks([0, 1, 2])
+            bar.set_ticklabels(["truncated", "converged", "diverged"])
+        if len(xv) > 1 and len(yv) > 1:
+            for key, level, style in (("spectral_abscissa", 0.0, dict(colors="k")),
+                                      ("spectral_radius", 1.0,
+                                       dict(colors="w", linestyles="--"))):
+                z = result[key].data if key in result else None
+                if z is not None and z.min() < level < z.max():
+                    ax.contour(X, Y, z, levels=[level], linewidths=1.6, **style)
+        ax.set_xscale("log" if xlog else "linear")
+        ax.set_yscale("log" if ylog else "linear")
+        ax.set_xlabel(xdim)
+        ax.set_ylabel(ydim)
+        ax.set_title(label)
+    axes[2].legend(handles=[Line2D([], [], color="k", lw=1.6,
+                                   label="predicted: spectral abscissa = 0"),
+                            Line2D([], [], color="0.4", lw=1.6, ls="--",
+                                   label="predicted: Euler spectral radius = 1 (white)")],
+                   loc="lower left", fontsize=7, framealpha=0.8)
+    return save_figure(fig, path, title)
+
+
+__all__ += ["cell_edges", "sweep_figure"]
+
+
+@dataclass
+class Curve:
+    """One line of :func:`curve_panels_figure`: ``y`` over ``x`` (None: not drawn) with
+    ``style`` (plot keyword arguments); with ``lower``, a band from ``lower`` up to ``y`` in the
+    line's colour, of opacity ``band_alpha``."""
+
+    x: Sequence[float]
+    y: Sequence[float | None]
+    style: Mapping | None = None
+    lower: Sequence[float] | None = None
+    band_alpha: float = 0.15
+
+
+def curve_panels_figure(path: str | Path, panels: Mapping[str, Mapping[str, Curve]], *,
+                        xlabel: str = "", ylabel: str = "", yscale: str = "log",
+                        linthresh: float | None = None, floor: float | None = None,
+                        hlines: Mapping[str, tuple[float, str]] | None = None,
+                        legend_columns: int = 1, panel_size: tuple[float, float] = (6.5, 4.5),
+                        title: str = "") -> Path:
+    """Panels side by side (``panels[panel title][label] = Curve``) on a ``yscale`` axis
+    (``"symlog"`` takes ``linthresh``); values below ``floor`` are drawn at it; ``hlines[panel
+    title] = (y, label)`` is a red dotted reference line."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(panel_size[0] * len(panels), panel_size[1]),
+                             layout="constrained", squeeze=False)
+    for ax, (name, curves) in zip(axes[0], panels.items()):
+        for label, c in curves.items():
+            y = np.asarray([np.nan if v is None else v for v in c.y], dtype=float)
+            y = y if floor is None else np.maximum(y, floor)
+            style = dict(c.style or {})
+            if c.lower is not None:
+                lower = np.asarray(c.lower, dtype=float)
+                lower = lower if floor is None else np.maximum(lower, floor)
+                ax.fill_between(c.x, lower, y, color=style.get("color"), alpha=c.band_alpha,
+                                lw=0)
+            ax.plot(c.x, y, label=label, **style)
+        if hlines and name in hlines:
+            ax.axhline(hlines[name][0], color="r", lw=0.7, ls=":", label=hlines[name][1])
+        ax.set_yscale(yscale, **({"linthresh": linthresh} if linthresh is not None else {}))
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(name, fontsize="medium")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize="x-small", ncol=legend_columns)
+    return save_figure(fig, path, title)
+
+
+__all__ += ["Curve", "curve_panels_figure"]

@@ -15,8 +15,7 @@ Every learner starts from the same weights ``W ~ U(−0.01, 0.01)`` and sees the
 ``ΔW_ℓ = η δ_ℓ r_{ℓ-1}ᵀ``, ``Δb_ℓ = η δ_ℓ`` (η = 1e-2) with δ the learner's credit:
 
 * ``BP`` (backprop), ``FA`` (fixed random ``B_ℓ ~ N(0, 1/n_ℓ)``, or ``U(−s, s)`` with
-  ``fa_scale = s``), ``PBP`` (pseudo-backprop,
-  ``W⁺``) — closed forms of :mod:`circuits.credit`;
+  ``fa_scale = s``), ``PBP`` (pseudo-backprop, ``W⁺``) — closed forms of :mod:`circuits.credit`;
 * ``NDI`` — the closed-form steady state of layer-wise DI (:meth:`DynamicInversion.steady_state`);
 * ``DI`` — layer-wise dynamic inversion *simulated*: :func:`solvers.solve` integrates the
   circuit from rest to its steady state for every training example (``‖dy/dt‖ ≤ atol +
@@ -27,35 +26,30 @@ Feedback is ``B_ℓ = −W_ℓᵀ`` (always stable, SPEC §1; the authors' stabi
 used). NDI, DI and SDI run at every α of ``alphas`` (default 0.01, 0.001) as the replica axis
 S: one ``solve`` per example covers both α (each replica its own network).
 
-Settling is stiff: an explicit method's dt is bounded by the fastest mode (exponential Euler's
-one-step map is stable for ``dt ≲ (1 + α)/(α + σ_max(W)²)``) while the settle time is set by the
-slowest, ``1/(α + σ_min²)`` — up to ~10⁴ time units, so a fixed horizon of 500 (the authors'
-1000 steps of 0.5) stops short, and exponential Euler needs ~10³–10⁴ steps per example (~1 s per
-nonlinear example at α = 0.001: an hour for the whole run). So DI and SDI are integrated with
-the stiff ``exp_rosenbrock`` method of :mod:`solvers.implicit` (``settle_method``):
-``y ← y + h φ₁(hJ) f(y)`` with J the circuit's Jacobian, built once per example (once the forward
-pass is fixed, DI and SDI with the linear carry are affine in their state, so J is constant and
-the step is the circuit's exact flow whatever h). The steps grow geometrically,
-``t_k = settle_dt (gᵏ − 1)/(g − 1)`` with ``g = settle_growth = 2``, so a settle takes ~10–15
-steps whatever its length. The stopping rule is the same as before, checked after every step;
-the settle time is reported as the first grid time ``t_k`` at which it held (``time``) and the
-one before, at which it did not (``time_lower``): the true settle time lies between, a factor
-``g`` apart. ``explicit_steps`` is what exponential Euler at ``dt_safety ×`` its bound would have
-taken for that time. ``implicit_euler`` (backward Euler on the same grid) is as fast but
-stretches the settle time (it damps slow modes by ``1/(1 + hλ)`` per step, not ``e^{−hλ}``) and
-would also "settle" an unstable loop; ``exp_euler`` is the old explicit integration (dt from the
-bound, halved on failure, counted in ``retries``), kept for comparison.
+Settling is stiff: an explicit step is bounded by the fastest mode
+(:meth:`DynamicInversion.exp_euler_dt_bound`) while the settle time is set by the slowest,
+``1/(α + σ_min²)``, up to ~10⁴ time units (a fixed horizon of 500, the authors' 1000 steps of
+0.5, stops short; exponential Euler needs ~10³–10⁴ steps per example). So DI and SDI are
+integrated with the stiff ``exp_rosenbrock`` (``settle_method``), ``y ← y + h φ₁(hJ) f(y)``,
+J built once per example: with the forward pass fixed the circuits are affine in their state,
+so the step is their exact flow whatever h. The steps grow geometrically, ``t_k = settle_dt
+(gᵏ − 1)/(g − 1)``, ``g = settle_growth = 2``: ~10–15 steps per settle. The stopping rule is
+checked after every step; the settle time is reported as the first grid time at which it held
+(``time``) and the one before (``time_lower``), a factor ``g`` apart. ``explicit_steps`` is
+what exponential Euler at ``dt_safety ×`` its bound would have taken. ``implicit_euler``
+(backward Euler on the same grid) stretches the settle time (it damps slow modes by
+``1/(1 + hλ)``, not ``e^{−hλ}``) and would "settle" an unstable loop; ``exp_euler`` is the
+explicit integration (dt from the bound, halved on failure, counted in ``retries``).
 
-The stability quantity (SPEC §1) is ``λ_max = max Re λ(M)`` of the linearised circuit (per loop
-for DI, whose cascade Jacobian is block triangular; the whole Jacobian for SDI), recorded every
-``monitor_every`` examples. With ``B = −Wᵀ`` it is negative throughout; its size is the
-slowest settling rate.
+The stability quantity (SPEC §1) is ``λ_max = max Re λ(M)`` of the linearised circuit
+(:meth:`DynamicInversion.max_loop_eigenvalue`: per loop for DI, the whole Jacobian for SDI),
+recorded every ``monitor_every`` examples; with ``B = −Wᵀ`` it is negative throughout.
 
 Fewer examples than the paper (default 2000 linear — the paper's count — and 3000 nonlinear
 instead of 10 000–20 000) keep the default run at ~3–4 minutes on a 2-core CPU, DI and SDI
-simulated on every example (~80 % of the time; ``linear_simulated`` / ``nonlinear_simulated``,
-flag ``--simulated``, limit them to the first N examples). Each simulated update is compared
-with its closed form (NDI for DI) on every example: the angle between them is reported.
+simulated on every example (``linear_simulated`` / ``nonlinear_simulated``, flag
+``--simulated``, limit them to the first N). Each simulated update is compared with its closed
+form (NDI for DI) on every example: the angle between them is reported.
 
 Updates clip each hidden layer's ``‖δ_ℓ‖`` to ``clip`` (default 10; the authors clip too, value
 not given): unclipped, NDI at α = 0.001 inverts the tiny initial W with gain ~1/(2√α), the first
@@ -83,22 +77,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from circuits import DynamicInversion, ForwardNetwork, SingleLoopDynamicInversion
+from circuits.credit import (angle, backprop, feedback_alignment, pseudo_backprop,
+                             weight_updates)
+from solvers import solve
 
-from circuits import (DynamicInversion, ForwardNetwork,  # noqa: E402
-                      SingleLoopDynamicInversion)
-from circuits.credit import (angle, backprop, feedback_alignment,  # noqa: E402
-                             pseudo_backprop, weight_updates)
-from circuits.stability import jacobian  # noqa: E402
-from solvers import solve  # noqa: E402
-
-from .config import dataclass_config, intra_op_threads, jsonable, run_cli  # noqa: E402
-from .tasks import teacher_regression  # noqa: E402
+from .config import (check_choice, check_int, check_layer_widths, check_names, check_number,
+                     check_number_in, check_numbers, check_optional, dataclass_config,
+                     first_at_or_below, intra_op_threads, jsonable, run_cli, summary_stats)
+from .plots import Curve, curve_panels_figure
+from .tasks import teacher_regression
 
 F64 = torch.float64
 METHODS = ("BP", "FA", "PBP", "NDI", "DI", "SDI")
@@ -150,65 +140,28 @@ class Config:
     retries: int = 4
 
     def __post_init__(self):
-        for name in ("linear_examples", "nonlinear_examples", "linear_simulated",
-                     "nonlinear_simulated", "n_test", "eval_every",
+        for name in ("linear_examples", "nonlinear_examples", "n_test", "eval_every",
                      "monitor_every", "max_steps"):
-            v = getattr(self, name)
-            if v is None and name.endswith("_simulated"):
-                continue
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: received {v!r}, expected an integer ≥ 1"
-                                 + (" or None (all examples)" if name.endswith("_simulated")
-                                    else ""))
-        if self.settle_method not in SETTLE_METHODS:
-            raise ValueError(f"settle_method: received {self.settle_method!r}, expected one "
-                             f"of {list(SETTLE_METHODS)}")
-        if isinstance(self.settle_growth, bool) \
-                or not isinstance(self.settle_growth, (int, float)) \
-                or not math.isfinite(self.settle_growth) or self.settle_growth < 1:
-            raise ValueError(f"settle_growth: received {self.settle_growth!r}, expected a "
-                             "finite number ≥ 1 (the step's growth factor)")
-        if isinstance(self.retries, bool) or not isinstance(self.retries, int) \
-                or self.retries < 0:
-            raise ValueError(f"retries: received {self.retries!r}, expected an integer ≥ 0")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed: received {self.seed!r}, expected an integer ≥ 0")
-        if not self.tasks or any(t not in TASKS for t in self.tasks) \
-                or len(set(self.tasks)) != len(self.tasks):
-            raise ValueError(f"tasks: received {list(self.tasks)!r}, expected distinct names "
-                             f"from {list(TASKS)}")
-        if not self.methods or any(m not in METHODS for m in self.methods) \
-                or len(set(self.methods)) != len(self.methods):
-            raise ValueError(f"methods: received {list(self.methods)!r}, expected distinct "
-                             f"names from {list(METHODS)}")
-        for name, depth in (("linear_widths", 2), ("nonlinear_widths", 2)):
-            w = getattr(self, name)
-            if len(w) < depth + 1 or any(isinstance(n, bool) or not isinstance(n, int) or n < 1
-                                         for n in w):
-                raise ValueError(f"{name}: received {list(w)!r}, expected at least "
-                                 f"{depth + 1} positive integers [n_0, ..., n_L] (L ≥ 2)")
-        if not self.alphas or any(isinstance(a, bool) or not isinstance(a, (int, float))
-                                  or not math.isfinite(a) or a <= 0 for a in self.alphas):
-            raise ValueError(f"alphas: received {list(self.alphas)!r}, expected finite "
-                             "numbers > 0 (the leak)")
+            check_int(name, getattr(self, name), 1)
+        for name in ("linear_simulated", "nonlinear_simulated"):   # None: all examples
+            check_optional(check_int, name, getattr(self, name), 1)
+        check_int("retries", self.retries, 0)
+        check_int("seed", self.seed, 0)
+        check_choice("settle_method", self.settle_method, SETTLE_METHODS)
+        check_number_in("settle_growth", self.settle_growth, 1, what="the step's growth factor")
+        check_names("tasks", self.tasks, TASKS)
+        check_names("methods", self.methods, METHODS)
+        for name in ("linear_widths", "nonlinear_widths"):
+            check_layer_widths(name, getattr(self, name), layers=2)
+        check_numbers("alphas", self.alphas)
         for name in ("linear_teacher_scale", "eta", "init_scale", "dt_safety", "sdi_dt_safety",
                      "dt_max", "rtol", "settle_dt", "settle_t1"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
-                    or v <= 0:
-                raise ValueError(f"{name}: received {v!r}, expected a finite number > 0")
+            check_number(name, getattr(self, name), positive=True)
         for name in ("nonlinear_teacher_scale", "clip", "fa_scale"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
-                                  or not math.isfinite(v) or v <= 0):
-                raise ValueError(f"{name}: received {v!r}, expected None or a finite "
-                                 "number > 0")
-        if not (isinstance(self.threshold, (int, float)) and 0 < self.threshold < 1):
-            raise ValueError(f"threshold: received {self.threshold!r}, expected a fraction "
-                             "of the initial loss in (0, 1)")
-        if not (isinstance(self.atol, (int, float)) and math.isfinite(self.atol)
-                and self.atol >= 0):
-            raise ValueError(f"atol: received {self.atol!r}, expected a finite number ≥ 0")
+            check_optional(check_number, name, getattr(self, name), positive=True)
+        check_number_in("threshold", self.threshold, 0, 1, open_low=True,
+                        what="a fraction of the initial loss")
+        check_number("atol", self.atol, positive=False)
 
     @classmethod
     def quick(cls, **overrides: Any) -> "Config":
@@ -235,15 +188,13 @@ class Learner:
     def __init__(self, method: str, widths: Sequence[int], activation: str, bias: bool,
                  weights: list[torch.Tensor], alphas: Sequence[float],
                  fa_feedback: list[torch.Tensor] | None):
-        self.method = method
+        self.method, self.fa_feedback = method, fa_feedback
         self.widths, self.activation, self.bias = list(widths), activation, bias
-        S = len(alphas) if method in PER_ALPHA else 1
         self.alphas = list(alphas) if method in PER_ALPHA else [None]
         self.alpha = torch.tensor(self.alphas if method in PER_ALPHA else [0.0], dtype=F64)
-        self.S = S
+        self.S = S = len(self.alphas)
         self.weights = [w.expand(S, -1, -1).clone() for w in weights]
         self.biases = ([torch.zeros(S, 1, n, dtype=F64) for n in widths[1:]] if bias else None)
-        self.fa_feedback = fa_feedback
         self.names = [method if a is None else f"{method} α={a:g}" for a in self.alphas]
         self.alive = torch.ones(S, dtype=torch.bool)      # False once its weights blew up
         self.diverged_at: list[int | None] = [None] * S
@@ -277,43 +228,30 @@ class Learner:
         return torch.where(self.alive, loss, torch.full_like(loss, math.inf))
 
 
-def dt_bound(alpha: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
-    """``(1 + α)/(α + σ²)``: where exponential Euler's one-step map of an inversion loop with
-    ``B = −Wᵀ`` loses stability (to leading order), per replica."""
-    return (1 + alpha) / (alpha + s2)
-
-
-def grid_time(cfg: Config, k: torch.Tensor) -> torch.Tensor:
-    """Time of step k of the stiff solves' grid ``t_k = dt (gᵏ − 1)/(g − 1)`` (``k dt`` if g = 1)."""
-    g, dt = cfg.settle_growth, cfg.settle_dt
-    k = k.to(F64)
-    return k * dt if g == 1 else dt * (g ** k - 1) / (g - 1)
-
-
-def simulate(cfg: Config, circuit, safety: float, s2: torch.Tensor) -> dict[str, Any]:
+def simulate(cfg: Config, circuit, safety: float) -> dict[str, Any]:
     """Integrate ``circuit`` from rest to its steady state. Returns the final state and settle
     statistics per replica: ``steps`` taken, ``t`` (the first grid time at which the stopping
     rule held) and ``t_lower`` (the grid time before it, at which it did not yet hold), and
-    ``explicit_steps``, the steps exponential Euler at ``dt_safety ×`` its stability bound would
-    need for ``t``.
+    ``explicit_steps``, the steps exponential Euler at ``safety ×`` its stability bound
+    (:meth:`~circuits.DynamicInversion.exp_euler_dt_bound`) would need for ``t``.
 
     Stiff methods: one solve on the geometric grid with one Jacobian per solve
     (``jacobian_every=None``): DI and SDI with the linear carry are affine in their state once
     the forward pass is fixed, so the Jacobian is constant and ``exp_rosenbrock`` integrates them
     exactly. ``exp_euler``: dt from the stability bound, halved until every replica converges."""
-    alpha = circuit.alpha.reshape(-1)
-    dt_explicit = torch.clamp(safety * dt_bound(alpha, s2), max=cfg.dt_max)
+    dt_explicit = torch.clamp(safety * circuit.exp_euler_dt_bound(), max=cfg.dt_max)
     if cfg.settle_method != "exp_euler":
         sol = solve(circuit, circuit.initial_state(), 0.0, cfg.settle_t1, dt=cfg.settle_dt,
                     method=cfg.settle_method, dt_growth=cfg.settle_growth, jacobian_every=None,
                     check_every=1, atol=cfg.atol, rtol=cfg.rtol, progress=False)
-        g = cfg.settle_growth
-        pos = (sol.t_stop / cfg.settle_dt if g == 1 else
-               torch.log1p(sol.t_stop * (g - 1) / cfg.settle_dt) / math.log(g))
-        steps = torch.round(pos)
-        t = grid_time(cfg, (steps - 1).clamp_min(0))        # the rule held at y(t_{k−1})
-        t_lower = grid_time(cfg, (steps - 2).clamp_min(0))
-        dt, attempt = cfg.settle_dt, 0
+        g, dt, attempt = cfg.settle_growth, cfg.settle_dt, 0
+        # the grid t_k = dt (gᵏ − 1)/(g − 1) (k dt if g = 1); the rule held at y(t_{k−1})
+        steps = torch.round(sol.t_stop / dt if g == 1 else
+                            torch.log1p(sol.t_stop * (g - 1) / dt) / math.log(g))
+        def grid(k):
+            k = k.clamp_min(0).to(F64)
+            return k * dt if g == 1 else dt * (g ** k - 1) / (g - 1)
+        t, t_lower = grid(steps - 1), grid(steps - 2)
     else:
         dt = float(dt_explicit.min().item())
         for attempt in range(cfg.retries + 1):
@@ -329,12 +267,6 @@ def simulate(cfg: Config, circuit, safety: float, s2: torch.Tensor) -> dict[str,
             "retries": attempt, "seconds": sol.stats["seconds"]}
 
 
-def lambda_max_loops(di: DynamicInversion) -> torch.Tensor:
-    """``max Re λ`` over the loops' linearisations (the cascade's spectrum), ``[S]``."""
-    return torch.stack([torch.linalg.eigvals(di.loop_matrix(l)).real.amax(-1)
-                        for l in range(2, di.network.L + 1)]).amax(0)
-
-
 def credits_of(learner: Learner, net: ForwardNetwork, fwd, x: torch.Tensor, dL: torch.Tensor,
                cfg: Config, record: dict[str, Any], monitor: bool) -> list[torch.Tensor]:
     m = learner.method
@@ -344,36 +276,22 @@ def credits_of(learner: Learner, net: ForwardNetwork, fwd, x: torch.Tensor, dL: 
         return feedback_alignment(net, fwd, dL, learner.fa_feedback)
     if m == "PBP":
         return pseudo_backprop(net, fwd, dL)
+    kind = SingleLoopDynamicInversion if m == "SDI" else DynamicInversion
+    circuit = kind(net, x, output_error=dL, alpha=learner.alpha)
+    closed = circuit.credits(circuit.steady_state())       # NDI (SDI: its own closed form)
+    if monitor:
+        record["lambda_max"].append(circuit.max_loop_eigenvalue().tolist())
+    if m == "NDI":
+        return closed
+    sim = simulate(cfg, circuit, cfg.sdi_dt_safety if m == "SDI" else cfg.dt_safety)
+    deltas = circuit.credits(sim["y"])
+    # the simulated hidden layers' updates against the closed form's
     L = net.L
-    if m in ("NDI", "DI"):
-        di = DynamicInversion(net, x, output_error=dL, alpha=learner.alpha)
-        star = di.steady_state()
-        ndi = [fwd.dphi[l - 1] * star[f"delta_{l}"] for l in range(1, L)] + [dL]
-        if monitor:
-            record["lambda_max"].append(lambda_max_loops(di).tolist())
-        if m == "NDI":
-            return ndi
-        s2 = torch.stack([torch.linalg.matrix_norm(W, ord=2) ** 2
-                          for W in net.weights[1:]]).amax(0)
-        sim = simulate(cfg, di, cfg.dt_safety, s2)
-        deltas = di.credits(sim["y"])
-    else:                                                            # SDI
-        sdi = SingleLoopDynamicInversion(net, x, output_error=dL, alpha=learner.alpha)
-        star = sdi.steady_state()
-        ndi = [fwd.dphi[l - 1] * star[f"delta_{l}"] for l in range(1, L)] + [dL]
-        s2 = torch.linalg.matrix_norm(sdi.path, ord=2) ** 2
-        sim = simulate(cfg, sdi, cfg.sdi_dt_safety, s2)
-        deltas = sdi.credits(sim["y"])
-        if monitor:
-            J = jacobian(sdi, sim["y"])
-            record["lambda_max"].append(torch.linalg.eigvals(J).real.amax(-1).tolist())
-    # DI vs its closed form (NDI for DI; SDI's own closed form), hidden layers' updates
-    mine, theirs = weight_updates(fwd, deltas), weight_updates(fwd, ndi)
+    mine, theirs = weight_updates(fwd, deltas), weight_updates(fwd, closed)
     record["angle"].append(angle(mine[:L - 1], theirs[:L - 1]).tolist())
-    record["steps"].append(sim["steps"].tolist())
-    record["time"].append(sim["t"].tolist())
-    record["time_lower"].append(sim["t_lower"].tolist())
-    record["explicit_steps"].append(sim["explicit_steps"].tolist())
+    for key, value in (("steps", "steps"), ("time", "t"), ("time_lower", "t_lower"),
+                       ("explicit_steps", "explicit_steps")):
+        record[key].append(sim[value].tolist())
     record["seconds"] += sim["seconds"]
     record["dt"].append(sim["dt"])
     record["retries"] += sim["retries"]
@@ -391,16 +309,14 @@ def clip_norm(d: torch.Tensor, c: float | None) -> torch.Tensor:
 # -- one task --------------------------------------------------------------------------------------
 
 def make_task(cfg: Config, name: str, examples: int):
-    if name == "linear":
-        task = teacher_regression(examples, cfg.n_test, widths=(cfg.linear_widths[0],
-                                                                cfg.linear_widths[-1]),
-                                  activation="linear", teacher_scale=cfg.linear_teacher_scale,
-                                  seed=cfg.seed)
-        return task, list(cfg.linear_widths), "linear", False
-    task = teacher_regression(examples, cfg.n_test, widths=tuple(cfg.nonlinear_widths),
-                              activation="tanh", teacher_scale=cfg.nonlinear_teacher_scale,
-                              seed=cfg.seed)
-    return task, list(cfg.nonlinear_widths), "tanh", True
+    linear = name == "linear"
+    widths = list(cfg.linear_widths if linear else cfg.nonlinear_widths)
+    task = teacher_regression(examples, cfg.n_test,
+                              widths=(widths[0], widths[-1]) if linear else tuple(widths),
+                              activation="linear" if linear else "tanh",
+                              teacher_scale=(cfg.linear_teacher_scale if linear
+                                             else cfg.nonlinear_teacher_scale), seed=cfg.seed)
+    return task, widths, "linear" if linear else "tanh", not linear
 
 
 def run_task(cfg: Config, name: str) -> dict[str, Any]:
@@ -410,12 +326,11 @@ def run_task(cfg: Config, name: str) -> dict[str, Any]:
     init = ForwardNetwork(widths, "linear", bias=False, init="uniform", scale=cfg.init_scale,
                           seed=cfg.seed + 100)
     g = torch.Generator().manual_seed(cfg.seed + 200)
-    if cfg.fa_scale is None:
-        fa_B = [(torch.randn(1, n, m, generator=g, dtype=F64) / m ** 0.5)
-                for n, m in zip(widths[1:-1], widths[2:])]
-    else:
-        fa_B = [(torch.rand(1, n, m, generator=g, dtype=F64) * 2 - 1) * cfg.fa_scale
-                for n, m in zip(widths[1:-1], widths[2:])]
+    shapes = list(zip(widths[1:-1], widths[2:]))
+    fa_B = ([torch.randn(1, n, m, generator=g, dtype=F64) / m ** 0.5 for n, m in shapes]
+            if cfg.fa_scale is None else
+            [(torch.rand(1, n, m, generator=g, dtype=F64) * 2 - 1) * cfg.fa_scale
+             for n, m in shapes])
     # single-loop DI on a one-hidden-layer net is layer-wise DI (the same equations): skipped
     methods = [m for m in cfg.methods if not (m == "SDI" and len(widths) == 3)]
     learners = [Learner(m, widths, activation, bias, init.weights, cfg.alphas, fa_B)
@@ -428,13 +343,12 @@ def run_task(cfg: Config, name: str) -> dict[str, Any]:
                for ln in learners}
     curves: dict[str, dict[str, list]] = {n: {"examples": [], "test_loss": []}
                                           for ln in learners for n in ln.names}
-    xt, yt = task.x_test, task.y_test
 
     def evaluate(k: int):
         for ln in learners:
             if ln.method in SIMULATED and k > simulated:
                 continue
-            for n, v in zip(ln.names, ln.test_loss(xt, yt).tolist()):
+            for n, v in zip(ln.names, ln.test_loss(task.x_test, task.y_test).tolist()):
                 curves[n]["examples"].append(k)
                 curves[n]["test_loss"].append(v)
 
@@ -449,15 +363,15 @@ def run_task(cfg: Config, name: str) -> dict[str, Any]:
             fwd = net.forward(x)
             dL = fwd.dphi[-1] * (y[None] - fwd.r[-1])
             rec = records[ln.method]
-            if monitor and ln.method in PER_ALPHA and ln.method != "NDI":
+            if monitor and ln.method in SIMULATED:
                 rec["lambda_at"].append(k)
             deltas = credits_of(ln, net, fwd, x, dL, cfg, rec,
-                                monitor and ln.method in ("DI", "SDI"))
+                                monitor and ln.method in SIMULATED)
             deltas = [clip_norm(d, cfg.clip) for d in deltas[:-1]] + [deltas[-1]]
             ln.update(k, fwd, deltas, cfg.eta)
         if (k + 1) % cfg.eval_every == 0 or k + 1 in (examples, simulated):
             evaluate(k + 1)
-    summary = summarise_task(cfg, name, examples, learners, records, curves,
+    summary = summarise_task(cfg, examples, learners, records, curves,
                              time.perf_counter() - start)
     summary["simulated_examples"] = simulated
     if len(methods) < len(cfg.methods):
@@ -465,69 +379,45 @@ def run_task(cfg: Config, name: str) -> dict[str, Any]:
     return summary
 
 
-def examples_to(curve_at: Sequence[int], curve: Sequence[float], level: float) -> int | None:
-    for k, v in zip(curve_at, curve):
-        if v <= level:
-            return k
-    return None
+TRACES = ("angle", "steps", "time", "time_lower", "explicit_steps")
 
 
-def _stats(values: Sequence[float]) -> dict[str, float | None]:
-    a = np.asarray(values, dtype=float)
-    if a.size == 0:
-        return {"mean": None, "max": None, "min": None}
-    return {"mean": float(a.mean()), "max": float(a.max()), "min": float(a.min())}
-
-
-def summarise_task(cfg, name, examples, learners, records, curves, seconds):
+def summarise_task(cfg, examples, learners, records, curves, seconds):
     initial = next(iter(curves.values()))["test_loss"][0]
     level = cfg.threshold * initial
     out: dict[str, Any] = {"examples": examples, "initial_test_loss": initial,
                            "threshold_loss": level, "seconds": seconds, "methods": {},
-                           "curves": curves,
-                           "traces": {}}
+                           "curves": curves, "traces": {}}
     for ln in learners:
         rec = records[ln.method]
         for s, n in enumerate(ln.names):
-            c = curves[n]
-            entry: dict[str, Any] = {"final_test_loss": c["test_loss"][-1],
-                                     "min_test_loss": min(c["test_loss"]),
-                                     "trained_examples": c["examples"][-1],
-                                     "diverged_at": ln.diverged_at[s],
-                                     "examples_to_threshold": examples_to(
-                                         c["examples"], c["test_loss"], level),
-                                     "examples_to_fraction": {
-                                         f"{f:g}": examples_to(c["examples"], c["test_loss"],
-                                                               f * initial)
+            at, loss = curves[n]["examples"], curves[n]["test_loss"]
+            entry: dict[str, Any] = {
+                "final_test_loss": loss[-1], "min_test_loss": min(loss),
+                "trained_examples": at[-1], "diverged_at": ln.diverged_at[s],
+                "examples_to_threshold": first_at_or_below(at, loss, level),
+                "examples_to_fraction": {f"{f:g}": first_at_or_below(at, loss, f * initial)
                                          for f in FRACTIONS}}
             if ln.method in SIMULATED:
-                steps = [r[s] for r in rec["steps"]]
-                times = [r[s] for r in rec["time"]]
-                lower = [r[s] for r in rec["time_lower"]]
-                explicit = [r[s] for r in rec["explicit_steps"]]
-                ang = [r[s] for r in rec["angle"]]
-                entry["settle"] = {"steps": _stats(steps), "time": _stats(times),
-                                   "time_lower": _stats(lower),
-                                   "explicit_steps": _stats(explicit),
-                                   "dt": _stats(rec["dt"]), "retries": rec["retries"],
-                                   "unconverged": rec["unconverged"],
-                                   "examples": len(steps), "method": cfg.settle_method,
-                                   "dt_growth": (1.0 if cfg.settle_method == "exp_euler"
-                                                 else cfg.settle_growth),
-                                   "solve_seconds": rec["seconds"]}
+                tr = {key: [r[s] for r in rec[key]] for key in TRACES + ("lambda_max",)}
+                entry["settle"] = {
+                    **{key: summary_stats(tr[key]) for key in TRACES[1:]},
+                    "dt": summary_stats(rec["dt"]), "retries": rec["retries"],
+                    "unconverged": rec["unconverged"], "examples": len(tr["steps"]),
+                    "method": cfg.settle_method,
+                    "dt_growth": 1.0 if cfg.settle_method == "exp_euler" else cfg.settle_growth,
+                    "solve_seconds": rec["seconds"]}
+                ang = tr["angle"]
                 entry["angle_to_closed_form"] = {
-                    **_stats(ang), "first": ang[0] if ang else None,
+                    **summary_stats(ang), "first": ang[0] if ang else None,
                     "reference": "NDI" if ln.method == "DI" else "SDI closed form"}
-                lam = [r[s] for r in rec["lambda_max"]]
-                entry["lambda_max"] = _stats(lam)
-                out["traces"][n] = {"angle": ang, "steps": steps, "time": times,
-                                    "time_lower": lower, "explicit_steps": explicit,
-                                    "lambda_at": rec["lambda_at"], "lambda_max": lam}
+                entry["lambda_max"] = summary_stats(tr["lambda_max"])
+                out["traces"][n] = {**{key: tr[key] for key in TRACES},
+                                    "lambda_at": rec["lambda_at"],
+                                    "lambda_max": tr["lambda_max"]}
             out["methods"][n] = entry
     out["claims"] = claims(cfg, out["methods"], examples)
     return out
-
-
 def claims(cfg: Config, methods: Mapping[str, Any], examples: int | None = None
            ) -> dict[str, Any]:
     """Do DI, NDI and PBP reach the threshold in fewer examples than BP and FA?
@@ -576,73 +466,59 @@ def claims(cfg: Config, methods: Mapping[str, Any], examples: int | None = None
 
 COLOURS = {"BP": "k", "FA": "tab:gray", "PBP": "tab:purple", "NDI": "tab:blue",
            "DI": "tab:orange", "SDI": "tab:green"}
+TRACE_LABELS = {"angle": "angle of simulated update to closed form (°, log)",
+                "lambda_max": "λ_max = max Re λ(M)",
+                "time": "settle time (log; band: between the grid's last two times)"}
 
 
-def _style(name: str, alphas: Sequence[float]):
-    parts = name.split()
-    method = parts[0]
-    ls = "-"
-    if len(parts) > 1:
-        a = float(parts[1].split("=")[1])
-        ls = ["-", "--", ":", "-."][min(list(alphas).index(a) if a in alphas else 0, 3)]
-    return COLOURS[method], ls
+def _style(name: str, alphas: Sequence[float]) -> dict[str, Any]:
+    """A method's colour; its α's line style (solid, dashed, ... in the order of ``alphas``)."""
+    method, *alpha = name.split()
+    a = float(alpha[0].split("=")[1]) if alpha else None
+    ls = "-" if a is None else ["-", "--", ":", "-."][min(list(alphas).index(a)
+                                                          if a in alphas else 0, 3)]
+    return {"color": COLOURS[method], "ls": ls}
 
 
-def learning_figure(path: Path, tasks: Mapping[str, Any], cfg: Config) -> Path:
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 5), layout="constrained",
-                             squeeze=False)
-    for ax, (name, t) in zip(axes[0], tasks.items()):
-        for n, c in t["curves"].items():
-            col, ls = _style(n, cfg.alphas)
-            v = np.asarray([np.inf if x is None else x for x in c["test_loss"]], float)
-            ax.semilogy(c["examples"], np.maximum(v, 1e-300), color=col, ls=ls,
-                        label=n + (" (simulated)" if n.split()[0] in SIMULATED else ""),
-                        lw=2.2 if n.split()[0] in SIMULATED else 1.2)
-        ax.axhline(t["threshold_loss"], color="r", lw=0.7, ls=":",
-                   label=f"threshold ({cfg.threshold:g} × initial)")
-        ax.set_xlabel("training examples")
-        ax.set_ylabel("test loss ½‖y − r_L‖² (log)")
-        ax.set_title(f"{name} regression", fontsize="medium")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize="x-small", ncol=2)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+def figures(out: Path, tasks: Mapping[str, Any], cfg: Config) -> list[Path]:
+    """Learning curves; for the simulated learners, the angle to the closed form, λ_max and the
+    settle time per example."""
+    def sim(n):
+        return n.split()[0] in SIMULATED
 
-
-def trace_figure(path: Path, tasks: Mapping[str, Any], cfg: Config, key: str) -> Path:
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.5),
-                             layout="constrained", squeeze=False)
-    for ax, (name, t) in zip(axes[0], tasks.items()):
-        for n, tr in t["traces"].items():
-            col, ls = _style(n, cfg.alphas)
-            if key == "lambda_max":
-                ax.plot(tr["lambda_at"], tr["lambda_max"], color=col, ls=ls, marker=".",
-                        label=n)
-            elif key == "time":             # settle time: the grid's bracket, as a band
-                hi = np.maximum(np.asarray(tr["time"], float), 1e-3)
-                lo = np.maximum(np.asarray(tr["time_lower"], float), 1e-3)
-                k = np.arange(1, len(hi) + 1)
-                ax.fill_between(k, lo, hi, color=col, alpha=0.15 if ls == "-" else 0.3, lw=0)
-                ax.semilogy(k, hi, color=col, ls=ls, lw=0.8, label=n)
-                ax.set_yscale("log")
-            else:
-                v = np.maximum(np.asarray(tr[key], float), 1e-12 if key == "angle" else 1)
-                ax.semilogy(np.arange(1, len(v) + 1), v, color=col, ls=ls, lw=0.8, label=n)
-        ax.set_xlabel("training example")
-        ax.set_ylabel({"angle": "angle of simulated update to closed form (°, log)",
-                       "lambda_max": "λ_max = max Re λ(M)",
-                       "steps": "steps to settle (log)",
-                       "time": "settle time (log; band: between the grid's last two "
-                               "times)"}[key])
-        if key == "lambda_max":
-            ax.set_yscale("symlog", linthresh=1e-4)
-        ax.set_title(f"{name} regression", fontsize="medium")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize="x-small")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    paths = [curve_panels_figure(
+        out / "learning_curves.png",
+        {f"{name} regression": {
+            n + (" (simulated)" if sim(n) else ""): Curve(
+                c["examples"], c["test_loss"],
+                {**_style(n, cfg.alphas), "lw": 2.2 if sim(n) else 1.2})
+            for n, c in t["curves"].items()} for name, t in tasks.items()},
+        hlines={f"{name} regression": (t["threshold_loss"],
+                                       f"threshold ({cfg.threshold:g} × initial)")
+                for name, t in tasks.items()},
+        floor=1e-300, xlabel="training examples", ylabel="test loss ½‖y − r_L‖² (log)",
+        legend_columns=2, panel_size=(6.5, 5))]
+    if not any(t["traces"] for t in tasks.values()):
+        return paths
+    for key, file in (("angle", "di_ndi_angle.png"), ("lambda_max", "lambda_max.png"),
+                      ("time", "settle.png")):
+        panels = {}
+        for name, t in tasks.items():
+            panels[f"{name} regression"] = curves = {}
+            for n, tr in t["traces"].items():
+                style = _style(n, cfg.alphas)
+                k = list(range(1, len(tr[key]) + 1))
+                curves[n] = (Curve(tr["lambda_at"], tr[key], {**style, "marker": "."})
+                             if key == "lambda_max" else
+                             Curve(k, tr[key], {**style, "lw": 0.8},
+                                   lower=tr["time_lower"] if key == "time" else None,
+                                   band_alpha=0.15 if style["ls"] == "-" else 0.3))
+        paths.append(curve_panels_figure(
+            out / file, panels, xlabel="training example", ylabel=TRACE_LABELS[key],
+            yscale="symlog" if key == "lambda_max" else "log",
+            linthresh=1e-4 if key == "lambda_max" else None,
+            floor={"angle": 1e-12, "time": 1e-3}.get(key)))
+    return paths
 
 
 # -- the demo ------------------------------------------------------------------------------------
@@ -655,15 +531,11 @@ def run(config: Config | Mapping[str, Any] | None, out: str | Path) -> dict[str,
     start = time.perf_counter()
     with intra_op_threads(1):
         tasks = {name: run_task(cfg, name) for name in cfg.tasks}
-        figures = [learning_figure(out / "learning_curves.png", tasks, cfg)]
-        if any(t["traces"] for t in tasks.values()):
-            figures += [trace_figure(out / "di_ndi_angle.png", tasks, cfg, "angle"),
-                        trace_figure(out / "lambda_max.png", tasks, cfg, "lambda_max"),
-                        trace_figure(out / "settle.png", tasks, cfg, "time")]
+        paths = figures(out, tasks, cfg)
     summary = jsonable({
         "tasks": tasks,
         "claims": {name: t["claims"] for name, t in tasks.items()},
-        "figures": [f.name for f in figures],
+        "figures": [f.name for f in paths],
         "config": dataclasses.asdict(cfg),
         "seconds": time.perf_counter() - start,
     })

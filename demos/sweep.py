@@ -47,7 +47,8 @@ catches the growing mode before it passes the divergence bound.
 
 Writes ``DIR/<sweep>.png`` (heatmaps of the relative error of the final state to the closed
 form, of the settle time and of the status, with the predicted boundaries drawn over them:
-spectral abscissa = 0 solid, Euler spectral radius = 1 dashed), ``DIR/<sweep>.npz`` (the
+spectral abscissa = 0 solid, Euler spectral radius = 1 dashed;
+:func:`demos.plots.sweep_figure`), ``DIR/<sweep>.npz`` (the
 labelled arrays, :meth:`solvers.sweep.SweepResult.load`) and ``DIR/summary.json``::
 
     {"sweeps": {NAME: {"grid_points", "stability_agreement", "seconds", ...}}, ...}
@@ -56,7 +57,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -70,10 +70,12 @@ from circuits.feedback import random_feedback
 from circuits.feedback_control import DeepFeedbackControl
 from solvers import solve
 from solvers.solve import Status
-from solvers.sweep import PARAMETERS, Grid, SweepResult, sweep
+from solvers.sweep import PARAMETERS, Grid, sweep
 
-from .config import (Config, Schema, Section, intra_op_threads, jsonable, load_config,
+from .config import (Config, Schema, Section, check_int, check_names, check_number,
+                     check_optional, grid_axis, intra_op_threads, jsonable, load_config,
                      read_yaml, run_cli)
+from .plots import sweep_figure
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "sweep.yaml"
 _CIRCUIT_INPUTS = ("network", "x", "target", "output_error")
@@ -130,24 +132,6 @@ def load(config: str | Path | Mapping[str, Any] | None) -> Config:
 
 # -- grids and builders ----------------------------------------------------------------------
 
-def axis_values(name: str, spec: Any) -> list[float]:
-    """A grid axis from the config: a list of values, ``{logspace: [lo, hi, n]}`` (powers of
-    ten) or ``{linspace: [lo, hi, n]}``."""
-    if isinstance(spec, Mapping):
-        if len(spec) != 1 or next(iter(spec)) not in ("logspace", "linspace"):
-            raise ValueError(f"grid axis {name!r}: received {dict(spec)!r}, expected a list of "
-                             "values, {logspace: [lo, hi, n]} or {linspace: [lo, hi, n]}")
-        kind, args = next(iter(spec.items()))
-        if not isinstance(args, (list, tuple)) or len(args) != 3 \
-                or isinstance(args[2], bool) or not isinstance(args[2], int) or args[2] < 1 \
-                or any(isinstance(a, bool) or not isinstance(a, (int, float))
-                       or not math.isfinite(a) for a in args[:2]):
-            raise ValueError(f"grid axis {name!r}: received {kind}: {args!r}, expected "
-                             "[lo, hi, n] with finite lo, hi and an integer n ≥ 1")
-        return getattr(np, kind)(float(args[0]), float(args[1]), int(args[2])).tolist()
-    return spec
-
-
 def make_grid(name: str, config: Config) -> Grid:
     axes = config[f"{name}_grid"]
     if not isinstance(axes, Mapping) or not axes:
@@ -156,7 +140,7 @@ def make_grid(name: str, config: Config) -> Grid:
     valid = set(Section(CIRCUITS[name], exclude=_CIRCUIT_INPUTS).valid_keys()) | set(NETWORK_AXES)
     # feedback_seed is not an axis here: the demo draws one feedback shared by every replica
     allowed = {k: v for k, v in PARAMETERS.items() if k in valid and k != "feedback_seed"}
-    return Grid({k: axis_values(k, v) for k, v in axes.items()}, parameters=allowed)
+    return Grid({k: grid_axis(k, v) for k, v in axes.items()}, parameters=allowed)
 
 
 def example(config: Config, widths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,90 +181,6 @@ def builder(name: str, config: Config) -> Callable[[dict[str, torch.Tensor]], An
         return cls(net, x, target, **fixed, **params)
 
     return build
-
-
-# -- figures ---------------------------------------------------------------------------------
-
-def _edges(values: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Cell edges for pcolormesh, and whether the axis is log-spaced."""
-    v = np.asarray(values, dtype=float)
-    if len(v) == 1:
-        return np.array([v[0] - 0.5, v[0] + 0.5]), False
-    log = bool((v > 0).all() and len(v) > 2
-               and np.allclose(np.diff(np.log(v)), np.log(v[1] / v[0]), rtol=1e-6))
-    w = np.log(v) if log else v
-    mid = (w[1:] + w[:-1]) / 2
-    edges = np.concatenate([[2 * w[0] - mid[0]], mid, [2 * w[-1] - mid[-1]]])
-    return (np.exp(edges) if log else edges), log
-
-
-def sweep_figure(path: Path, title: str, result: SweepResult) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import BoundaryNorm, ListedColormap, LogNorm
-    from matplotlib.lines import Line2D
-
-    dims = result.dims
-    if len(dims) != 2:
-        raise ValueError(f"sweep_figure: received a grid with dims {dims}, expected 2 axes")
-    ydim, xdim = dims                                   # rows = first axis
-    yv, xv = result.coords[ydim], result.coords[xdim]
-    (xe, xlog), (ye, ylog) = _edges(xv), _edges(yv)
-    status = result["status"].data
-    diverged = status == int(Status.DIVERGED)
-    error = np.ma.masked_where(diverged | ~np.isfinite(result["error"].data),
-                               result["error"].data)
-    settle = np.ma.masked_invalid(result["settle_time"].data)
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2), constrained_layout=True)
-    panels = []
-    pos = error.compressed()
-    pos = pos[pos > 0]
-    if pos.size:
-        norm = LogNorm(vmin=max(pos.min(), 1e-16), vmax=max(pos.max(), pos.min() * 10))
-        panels.append((error.clip(min=norm.vmin), "relative error to the closed form\n"
-                       "(diverged: grey)", "viridis", norm))
-    else:
-        panels.append((error, "relative error to the closed form", "viridis", None))
-    spos = settle.compressed()
-    snorm = LogNorm(vmin=spos.min(), vmax=max(spos.max(), spos.min() * 10)) if spos.size \
-        and spos.min() > 0 else None
-    panels.append((settle, "settle time (converged only)", "magma", snorm))
-    cmap = ListedColormap(["tab:orange", "tab:green", "tab:red"])
-    panels.append((status, "simulated status", cmap,
-                   BoundaryNorm([-0.5, 0.5, 1.5, 2.5], cmap.N)))
-    X, Y = np.meshgrid(xv, yv)
-    for ax, (data, label, cm, norm) in zip(axes, panels):
-        if isinstance(cm, str):
-            cm = plt.get_cmap(cm).with_extremes(bad="0.75")
-        mesh = ax.pcolormesh(xe, ye, data, cmap=cm, norm=norm, shading="flat")
-        bar = fig.colorbar(mesh, ax=ax)
-        if label == "simulated status":
-            bar.set_ticks([0, 1, 2])
-            bar.set_ticklabels(["truncated", "converged", "diverged"])
-        if len(xv) > 1 and len(yv) > 1:
-            a = result["spectral_abscissa"].data if "spectral_abscissa" in result else None
-            if a is not None and a.min() < 0 < a.max():
-                ax.contour(X, Y, a, levels=[0.0], colors="k", linewidths=1.6)
-            if "spectral_radius" in result:
-                r = result["spectral_radius"].data
-                if r.min() < 1 < r.max():
-                    ax.contour(X, Y, r, levels=[1.0], colors="w", linewidths=1.6,
-                               linestyles="--")
-        ax.set_xscale("log" if xlog else "linear")
-        ax.set_yscale("log" if ylog else "linear")
-        ax.set_xlabel(xdim)
-        ax.set_ylabel(ydim)
-        ax.set_title(label)
-    axes[2].legend(handles=[Line2D([], [], color="k", lw=1.6,
-                                   label="predicted: spectral abscissa = 0"),
-                            Line2D([], [], color="0.4", lw=1.6, ls="--",
-                                   label="predicted: Euler spectral radius = 1 (white)")],
-                   loc="lower left", fontsize=7, framealpha=0.8)
-    fig.suptitle(title, fontsize=10)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 # -- the demo --------------------------------------------------------------------------------
@@ -330,7 +230,7 @@ def run_sweep(name: str, config: Config, out: Path) -> dict[str, Any]:
                  f"{seconds:.1f} s\n{entry['boundary']}\n"
                  + (f"prediction vs simulation agree on {agree:.4f} of the grid"
                     if agree is not None else ""))
-        sweep_figure(out / f"{name}.png", title, result)
+        sweep_figure(out / f"{name}.png", result, title)
     else:
         entry["figure"] = None
     return entry
@@ -341,20 +241,10 @@ def run(config: str | Path | Mapping[str, Any] | None, out: str | Path) -> dict[
     config = load(config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    unknown = [s for s in config["sweeps"] if s not in CIRCUITS]
-    if unknown:
-        raise ValueError(f"config key 'sweeps': received {unknown}, expected names from "
-                         f"{list(CIRCUITS)}")
-    tol = config["fixed_point_tolerance"]
-    if tol is not None and (isinstance(tol, bool) or not isinstance(tol, (int, float))
-                            or not math.isfinite(tol) or tol <= 0):
-        raise ValueError(f"config key 'fixed_point_tolerance': received {tol!r}, expected a "
-                         "finite number > 0 or null (strict status agreement)")
-    threads = config["threads"]
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
-                                or threads < 1):
-        raise ValueError(f"config key 'threads': received {threads!r}, expected an integer "
-                         "≥ 1 or null")
+    check_names("config key 'sweeps'", config["sweeps"], CIRCUITS)
+    check_optional(check_number, "config key 'fixed_point_tolerance'",
+                   config["fixed_point_tolerance"], positive=True)
+    threads = check_optional(check_int, "config key 'threads'", config["threads"], 1)
     summary: dict[str, Any] = {"sweeps": {}}
     start = time.perf_counter()
     with intra_op_threads(threads):
