@@ -1,7 +1,9 @@
-"""What is integrated: circuit families as vector fields, the shared forward network, closed
-forms (steady states, credit baselines) and stability analysis."""
+"""What is integrated: circuit families as vector fields (credit circuits rebound to the weights
+of a state, learning circuits with weights as state and one gate protocol), the shared forward
+network, closed forms (steady states, credit baselines), stability analysis and the method
+registry (:mod:`circuits.registry`: name → learning circuit)."""
 from .activations import ACTIVATIONS, Activation, get_activation
-from .circuit import Circuit
+from .circuit import Circuit, CreditCircuit
 from .credit import (alignment, angle, backprop, cascade, feedback_alignment, gauss_newton,
                      pseudo_backprop, reference_credits, weight_updates)
 from .dynamic_inversion import DynamicInversion, SingleLoopDynamicInversion, effective_leak, invert
@@ -21,6 +23,7 @@ from .stability import (StabilityReport, amplification, analyse, analyse_circuit
                         smoothed_spectral_abscissa, stabilise_feedback)
 
 __all__ = [
+    "CreditCircuit",
     "ACTIVATIONS", "Activation", "get_activation", "Circuit",
     "alignment", "angle", "backprop", "cascade", "feedback_alignment", "gauss_newton",
     "pseudo_backprop", "reference_credits", "weight_updates",

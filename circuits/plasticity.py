@@ -7,11 +7,13 @@ lets them flow by the weight change the circuit's state implies,
     dW_ℓ/dt = η g · ΔW_ℓ(y),      db_ℓ/dt = η g · Δb_ℓ(y),
 
 where ``ΔW_ℓ`` is batch-averaged (e.g. ``mean_B credit_ℓ r_{ℓ-1}ᵀ``) and ``g ∈ [0, 1]`` is a
-plasticity gate computed from the circuit's own populations. On every evaluation the credit
-circuit is rebuilt on the *current* weights and the presented input: its forward pass, clamped
-output error and weight-dependent feedback (``B = −Wᵀ``, ``Q = Jᵀ``) follow the weights as they
-learn, so nothing is stale. A :class:`Family` says how a circuit is built and which weight change
-its state implies:
+plasticity gate computed from the circuit's own populations. The credit circuit is built and
+validated once; every evaluation *rebinds* it (:meth:`CreditCircuit.rebind`) to the current
+weights and the presented input: its forward pass, clamped output error and weight-dependent
+feedback (``B = −Wᵀ``) follow the weights as they learn, so nothing is stale, and nothing else is
+recomputed (feedback held per example, such as DFC's ``Q = Jᵀ`` or TP's decoders, is refreshed
+when an example is presented). A :class:`Family` says how a circuit is built and rebound and
+which weight change its state implies:
 
 * :class:`ClosedForm` — backprop, feedback alignment, pseudo-backprop and NDI (DI's closed-form
   steady state): no populations of their own, the credit is instantaneous, the gate always open;
@@ -22,16 +24,18 @@ its state implies:
   (:meth:`TargetPropagation.weight_updates`), the feedback (decoders or Q) at its learning rule's
   fixed point for the current weights (given as a function).
 
-**The settle gate.** ``g = exp(−(ρ/θ)²)`` with ``ρ = ‖ẏ_c‖ / (‖y_c‖ + ε)`` the relative rate of
-change of the credit populations (per replica, over the whole batch): a new input disturbs them
-and closes the gate, and the gate reopens by itself once they have settled, without a clock.
-``θ`` (1/time) is the rate below which the circuit counts as settled. ``gate="always"`` keeps
-plasticity on throughout (the credit is then used while it is still settling).
+**The gate** is any gate of the one protocol :class:`circuits.gates.Plasticity` whose signals a
+Plastic circuit has. The default, the settle gate (:class:`circuits.gates.Settled`), is
+``g = exp(−(ρ/θ)²)`` with ``ρ = ‖ẏ_c‖ / (‖y_c‖ + ε)`` the relative rate of change of the credit
+populations (per replica, over the whole batch): a new input disturbs them and closes the gate,
+and the gate reopens by itself once they have settled, without a clock. ``θ`` (1/time) is the
+rate below which the circuit counts as settled. ``gate="always"`` keeps plasticity on
+throughout (the credit is then used while it is still settling).
 
 Circuits that own their plasticity (:class:`PredictiveCoding` with a gate,
 :class:`LocalDecoders`) need no wrapper: they have weights in their state already.
-Every learning circuit has ``present(x, target)``, which :class:`solvers.Drive` calls when the
-presented example changes.
+Every learning circuit has ``present(x, target, y)``, which :func:`solvers.train` calls at each
+declared jump of its drive, and ``outputs(y, x)``; :mod:`circuits.registry` builds them by name.
 """
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
 """How circuits are integrated: stepping methods, the one ``solve`` loop, stopping rules,
-recording, the torchdiffeq adapter, presentations (training as integration), parameter sweeps
-as the replica axis (labelled results, automatic chunking)."""
+recording, the torchdiffeq adapter, the one training loop ``train`` (an explicit drive with
+declared jumps; ``exp_partitioned`` steps for settling circuits; phases; checkpoints), parameter
+sweeps as the replica axis (labelled results, automatic chunking). It imports nothing from
+``circuits``: a circuit is anything with a vector field."""
 from .implicit import IMPLICIT, MAX_SIZE, ImplicitEulerStep, ImplicitMethod, replica_jacobian
 from .methods import ADAPTIVE, METHODS, Tableau, get_method, phi1, rk_step
 from .presentations import Phase, present, present_all
