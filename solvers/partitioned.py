@@ -21,15 +21,17 @@ class PartitionedExponential:
     """The ``exp_partitioned`` step: the circuit's fast populations (``circuit.fast``, each
     ``[S, B, n]``) advance by exponential Rosenbrock–Euler with the batch-averaged Jacobian of
     their own dynamics, ``z ← z + h φ₁(hJ̄) ż`` (one batched matmul per step), the rest (the
-    weights) by Euler. ``J̄`` (per replica, ``[S, D_f, D_f]``) is computed at each presentation's
-    jump with the weights of the state there and frozen while the example is shown: the
+    weights) by Euler. ``J̄`` (per replica, ``[S, D_f, D_f]``) is computed at a presentation's jump
+    (every ``relinearise_every``-th, :func:`solvers.train`) with the weights there and frozen
+    until the next refresh: the
     circuit's closed form ``fast_jacobian(y)`` where it has one, else Jacobian-vector products
     of its ``fast_field(t, y)`` (the credit populations' own dynamics at fixed weights, without
     the weight change, which the Jacobian does not need).
 
     Why: a settling credit circuit is affine in its populations at fixed weights (DI, SDI,
     DDTP-linear; DFC near its feed-forward pass), with a Jacobian that is the same for every
-    example of the batch (DI, SDI: the loop matrices), so this step *is* its exact flow whatever
+    example of the batch (DI and SDI with one hidden layer: the loop matrix; deeper nets and DFC
+    get the batch mean), so this step *is* its exact flow whatever
     h while the gate holds the weights still, and stays consistent (fixed points of f are fixed
     points of the step, for any J̄) once the weights learn. A settle then takes a handful of
     steps instead of the hundreds Euler needs at the circuit's fastest time constant."""
