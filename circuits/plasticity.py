@@ -362,8 +362,15 @@ class Plastic(Circuit):
         fast = {k: y[k] for k in self.fast}
         out = dict(circuit.vector_field(t, fast)) if fast else {}
         gates = self._gates(t, fast, out)
+        rates: dict[int, torch.Tensor] = {}          # η·g once per distinct gate factor
         for l, (dW, db) in enumerate(self.family.updates(circuit, fast), 1):
-            rate = self.eta if gates is None else self.eta * gates[l - 1]
+            if gates is None:
+                rate = self.eta
+            else:
+                g = gates[l - 1]
+                rate = rates.get(id(g))
+                if rate is None:
+                    rate = rates[id(g)] = self.eta * g
             out[f"W_{l}"] = rate * dW
             if self.biased:
                 out[f"b_{l}"] = rate * db
