@@ -713,3 +713,108 @@ def curve_panels_figure(path: str | Path, panels: Mapping[str, Mapping[str, Curv
 
 
 __all__ += ["Curve", "curve_panels_figure"]
+
+
+# -- demos.reproduce_bengio2020 ---------------------------------------------------------------
+
+BENGIO_GN_STYLES = {"exact_inverse_iterated": ("-", "o", "exact inverse, iterated"),
+          "approximate_iterated": (":", "x", "approximate decoders, iterated to convergence"),
+          "approximate_dtp_one_step": ("--", "s", "approximate decoders, one DTP step")}
+
+
+def bengio2020_figures(out: Path, conv: Sequence[Mapping], d: Mapping, g: Mapping
+                       ) -> list[Path]:
+    """:mod:`demos.reproduce_bengio2020`'s ``convergence.png``, ``dtp1.png`` and
+    ``gn_alignment.png`` from its summary's ``convergence``, ``dtp1`` and ``gauss_newton``."""
+    rules = ("iterated_output", "iterated_input")
+    panels = {f"{a}, {r}: ‖" + ("τ_1 − τ_1*  (g∘f − I)" if r == rules[0] else
+                                 "u_2 − u_2*  (f∘g − I)") + "‖":
+              [(f"p = {c['perturbation']:g}: α = {c['alpha']:.3g}, rate {c['rate']:.3g}",
+                c["errors"], c["alpha"]) for c in conv if (c["activation"], c["rule"]) == (a, r)]
+              for a in ("linear", "tanh") for r in rules}
+    bars = {"the checks' threshold": 1e-10}                 # for scale, drawn in grey
+    bars |= {f"online ({rule.split('_')[1]}) − DTP1, layer {l}": max(a, b)
+             for rule, r in d["online_vs_dtp1"].items()
+             for l, (a, b) in enumerate(zip(r["max_abs_diff_W"], r["max_abs_diff_b"]), start=1)}
+    bars |= {f"DTP1-moved h_{l} − τ_{l}": v for l, v in enumerate(d["dtp1_target_residual"], 1)}
+    bars |= {f"one Euler step − DTP, τ_{l}": v for l, v in d["euler_step_vs_dtp"].items()}
+    curves = {f"{BENGIO_GN_STYLES[name][2]}, layer {l} (slope {g['slopes'][name][l]:.2f})":
+              (a, {"ls": BENGIO_GN_STYLES[name][0], "marker": BENGIO_GN_STYLES[name][1],
+                   "color": layer_colour(int(l))})
+              for name, per in g["angles_to_gauss_newton"].items() for l, a in per.items()}
+    return [decay_figure(out / "convergence.png", panels, rows=2,
+                         xlabel="iteration t (unit Euler steps)",
+                         title="Iterated approximate inverses converge at rate ≤ α (dashed: "
+                               "α^t); α > 1 diverges"),
+            grouped_log_bars_figure(out / "dtp1.png", bars, [
+                ("online", "tab:blue", "online rule − DTP1 (ΔW, Δb)"),
+                ("DTP1", "tab:green", "DTP1 moves h_ℓ onto τ_ℓ"),
+                ("one Euler", "tab:orange", "one Euler step of iterated_output − DTP")],
+                other="0.6", floor=1e-18, title="DTP1 and DTP are what the circuit computes, "
+                "to rounding", xlabel="max abs difference (log; exact zeros drawn at 1e-18)"),
+            log_log_figure(out / "gn_alignment.png", g["betas"], curves,
+                           hlines=[(a, {"color": layer_colour(int(l))})
+                                   for l, a in g["gauss_newton_vs_backprop"].items()],
+                           hline_label="GN vs backprop direction (per layer)",
+                           xlabel="β (output nudge)", ylabel="angle between τ_ℓ − h_ℓ and the "
+                           "Gauss-Newton step (degrees)", title="Differential targets are "
+                           "Gauss-Newton steps to first order in β")]
+
+
+# -- demos.reproduce_mertens ------------------------------------------------------------------
+
+MERTENS_COLOURS = {"backprop": "0.35", "sequential_trained": "tab:blue",
+                   "sequential_fixed": "tab:cyan",
+           "parallel_trained": "tab:red", "parallel_fixed": "tab:orange"}
+
+
+def mertens_figures(out: Path, cfg, data, bp, local, accuracy, maps) -> list[Path]:
+    """:mod:`demos.reproduce_mertens`'s ``accuracy.png`` (per method: mean ± std, seeds as dots),
+    ``learning_curves.png`` (each layer's decoded test accuracy over time) and
+    ``decision_regions.png`` (``maps``: seed 0's read-outs)."""
+    L = cfg.L
+    panels = [Panel("backprop", bp["steps"], {"output": bp["curve"]}, "full-batch Rprop step",
+                    {"output": MERTENS_COLOURS["backprop"]})]
+    labels = {f"layer {l}" + (" (output)" if l == L else " via D"): l for l in range(1, L + 1)}
+    for name, res in local.items():
+        panels.append(Panel(name.replace("_", ", ") + " decoders", res["t"],
+                            {k: res["curves"][f"test_accuracy_{l}"] for k, l in labels.items()},
+                            f"time t (η = {cfg.eta:g} per unit time)",
+                            {k: layer_colour(l) for k, l in labels.items()},
+                            [l * cfg.period for l in range(1, L)]
+                            if name.startswith("sequential") else []))
+    return [
+        accuracy_bars(out / "accuracy.png", accuracy, colours=MERTENS_COLOURS, title="Signed XOR: "
+                      "backprop vs layer-local learning through linear decoders"),
+        band_figure(out / "learning_curves.png", panels, ylim=(0.35, 1.01), hline=0.5,
+                    ylabel="test accuracy of the layer's read-out", title="Learning curves "
+                    f"(mean over {len(cfg.seeds)} seeds, band min–max)"),
+        region_grid_figure(out / "decision_regions.png", maps,
+                           points=data["x_test"][:150].cpu().numpy(),
+                           labels=data["y_test"][:150, 0].cpu().numpy(),
+                           columns=[f"layer {l}" + (" (output)" if l == L else " read out by D")
+                                    for l in range(1, L + 1)],
+                           missing="no decoder\n(end-to-end)", colorbar="read-out (threshold "
+                           "½: white line)", title=f"Decision regions, seed {cfg.seeds[0]}")]
+
+
+# -- demos.train_pc ---------------------------------------------------------------------------
+
+def fa_z_il_figures(out: Path, s: Mapping, history: Mapping, per_epoch: int, layers: int) -> None:
+    """:mod:`demos.train_pc`'s accuracy.png (test accuracy of both learners, their weight
+    divergence) and gates.png, from its summary ``s`` and ``history``."""
+    log = s["history"]["eval"]
+    learning_curves_figure(
+        out / "accuracy.png", log["presentation"], {
+            f"backprop (SGD): {100 * s['backprop_test_accuracy']:.1f}%":
+                (log["backprop"], {"color": "tab:blue", "lw": 3, "alpha": 0.5}),
+            f"Fa-Z-IL (gated PC): {100 * s['fa_z_il_test_accuracy']:.1f}%":
+                (log["fa_z_il"], {"color": "tab:red", "ls": "--", "marker": "."})},
+        divergence=log["divergence"], divergence_label="‖θ_PC − θ_bp‖₁ /\n‖θ_bp − θ_0‖₁",
+        per_epoch=per_epoch, chance=s["task"]["chance_accuracy"],
+        title=f"{s['task']['name']}: {s['network']['widths']} {s['network']['activation']}, "
+              f"B = {s['batch']}, η = {s['eta']:g}; gap {s['accuracy_gap_pp']:.2f} pp")
+    arrival_gate_figure(
+        out / "gates.png", history["traces"], history["predict"], history["learn"],
+        layers, (s["gate_quiet_threshold"], s["gate_arrival_threshold"]),
+        title="Fa-Z-IL: the arrival gate alone decides when synapses change")

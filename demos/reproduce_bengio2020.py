@@ -4,8 +4,8 @@
         [--perturbations 0.05 0.25 0.6 1.3] [--tanh-perturbations 0.05 0.1] [--steps 80]
 
 Bengio (2020), "Deriving differential target propagation from iterating approximate inverses"
-(SPEC §4, §5, oracles §8.5-8.6) on :class:`circuits.target_propagation.TargetPropagation`,
-float64, one unit Euler step (dt = T = 1) per iteration of the paper's algorithm:
+(SPEC §4, §5, §8.5-8.6) on :class:`circuits.TargetPropagation`, float64, one unit Euler step
+per iteration of the paper's algorithm (figures: :func:`demos.plots.bengio2020_figures`):
 
 1. ``convergence.png``: an n-n-n layer inverted by iterating decoders whose linearisation has
    spectral radius p, corrected on g's output (``iterated_output``, g∘f − I) or input
@@ -15,14 +15,14 @@ float64, one unit Euler step (dt = T = 1) per iteration of the paper's algorithm
 3. ``gn_alignment.png``: exact-inverse targets are Gauss-Newton steps to first order in β (the
    angle's log-log slope ≈ 1); one DTP step with approximate decoders is not, iterating is.
 
-Writes ``DIR/summary.json`` (``convergence``, ``dtp1``, ``gauss_newton``, ``checks`` {claim:
-bool}, ``figures``, ``config``, ``seconds``) and the three figures.
+Writes the three figures and ``DIR/summary.json`` (``convergence``, ``dtp1``, ``gauss_newton``,
+``checks`` {claim: bool} (:func:`demos.reports.bengio2020_checks`), ``figures``, ``config``,
+``seconds``).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 import torch
 
 from circuits import ForwardNetwork
@@ -41,7 +40,10 @@ from solvers import solve
 
 from .config import (check_int, check_layer_widths, check_number, check_numbers,
                      dataclass_config, dataclass_flags, intra_op_threads, jsonable, run_cli)
-from .plots import decay_figure, grouped_log_bars_figure, layer_colour, log_log_figure
+from .plots import bengio2020_figures
+from .reports import bengio2020 as report
+from .reports import bengio2020_checks as checks
+from .reports import fit_slope, write_summary
 
 F64 = torch.float64
 RULES = ("iterated_output", "iterated_input")
@@ -111,10 +113,23 @@ def load(config: Config | Mapping[str, Any] | None = None) -> Config:
     return dataclass_config(Config, config, TUPLES)
 
 
-def batch(widths: Sequence[int], B: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def problem(widths: Sequence[int], B: int, seed: int, activation: str = "tanh",
+            init: str = "uniform", scale: float = 1.0):
+    """A network and a batch ``(net, scale·x [B, n_0], y [B, n_L])`` drawn from ``seed``."""
     g = torch.Generator().manual_seed(10_000 + seed)
-    return (torch.randn(B, widths[0], generator=g, dtype=F64),
-            torch.randn(B, widths[-1], generator=g, dtype=F64))
+    x, y = (torch.randn(B, n, generator=g, dtype=F64) for n in (widths[0], widths[-1]))
+    return ForwardNetwork(list(widths), activation, seed=seed, init=init), scale * x, y
+
+
+def gap(a: torch.Tensor, b: torch.Tensor | float = 0.0) -> float:
+    """``max |a − b|``."""
+    return (a - b).abs().max().item()
+
+
+def settle(c: TargetPropagation, y0, cfg: Config):
+    """Integrate ``c`` from ``y0`` until it settles (``settle_dt``, up to ``settle_t1``)."""
+    return solve(c, y0, 0.0, cfg.settle_t1, dt=cfg.settle_dt, atol=1e-14, rtol=1e-12,
+                 progress=False)
 
 
 def iterate(c: TargetPropagation, steps: int, divergence_bound: float = 1e6):
@@ -127,12 +142,11 @@ def iterate(c: TargetPropagation, steps: int, divergence_bound: float = 1e6):
 def convergence_case(cfg: Config, activation: str, rule: str, p: float) -> dict[str, Any]:
     """One layer to invert, one correction rule, one decoder perturbation."""
     n, tanh = cfg.width, activation != "linear"
-    net = ForwardNetwork([n, n, n], activation, seed=cfg.seed,
-                         init=cfg.tanh_init if tanh else "uniform")
-    x, y = batch((n, n, n), 1, cfg.seed)
+    net, x, y = problem((n, n, n), 1, cfg.seed, activation, cfg.tanh_init if tanh else "uniform",
+                        cfg.tanh_input_scale if tanh else 1.0)
     beta = cfg.tanh_beta if tanh else cfg.linear_beta
-    c = TargetPropagation(net, (cfg.tanh_input_scale if tanh else 1.0) * x, y, rule=rule,
-                          beta=beta, decoders=normalised_inverse_decoders(net, p, cfg.seed + 1))
+    c = TargetPropagation(net, x, y, rule=rule, beta=beta,
+                          decoders=normalised_inverse_decoders(net, p, cfg.seed + 1))
     sol = iterate(c, cfg.steps, divergence_bound=1e100)
     key = "tau_1" if rule == "iterated_output" else "u_2"
     star, path = c.iterated_limit()[key][0, 0], sol.ys[key]
@@ -179,40 +193,35 @@ def online_vs_dtp1(c: TargetPropagation, cfg: Config) -> dict[str, Any]:
     """Settle ``c`` (online rule, γ = 0, η = 1) and compare each layer's weight change with DTP1
     of the settled targets (max abs differences)."""
     y0 = c.initial_state()
-    sol = solve(c, y0, 0.0, cfg.settle_t1, dt=cfg.settle_dt, atol=1e-14, rtol=1e-12,
-                progress=False)
+    sol = settle(c, y0, cfg)
     moved = {k: sol.y1[k] - y0[k] for k in y0 if k[0] in "Wb"}
     ups = list(enumerate(c.dtp1_updates(sol.y1), start=1))
-    dW = [(moved[f"W_{l}"] - W).abs().max().item() for l, (W, _) in ups]
-    db = [(moved[f"b_{l}"] - b).abs().max().item() for l, (_, b) in ups]
+    dW = [gap(moved[f"W_{l}"], W) for l, (W, _) in ups]
+    db = [gap(moved[f"b_{l}"], b) for l, (_, b) in ups]
     return {"status": sol.status_names()[0], "settle_time": sol.t_stop[0].item(),
             "max_abs_diff_W": dW, "max_abs_diff_b": db,
-            "max_abs_dtp1_W": [W.abs().max().item() for _, (W, _) in ups],
-            "max_abs_online_W": [moved[f"W_{l}"].abs().max().item() for l, _ in ups],
+            "max_abs_dtp1_W": [gap(W) for _, (W, _) in ups],
+            "max_abs_online_W": [gap(moved[f"W_{l}"]) for l, _ in ups],
             "max_abs_diff": max(dW + db), "max_abs_target_start_offset":
-            max((t - h).abs().max().item() for t, h in zip(c.targets(y0), c.h))}
+            max(gap(t, h) for t, h in zip(c.targets(y0), c.h))}
 
 
 def dtp1_exactness(cfg: Config) -> dict[str, Any]:
-    widths = list(cfg.dtp1_widths)
-    net = ForwardNetwork(widths, "tanh", seed=cfg.seed, init=cfg.dtp1_init)
-    x, y = batch(widths, cfg.dtp1_batch, cfg.seed)
-    x = cfg.dtp1_input_scale * x
+    net, x, y = problem(cfg.dtp1_widths, cfg.dtp1_batch, cfg.seed, init=cfg.dtp1_init,
+                        scale=cfg.dtp1_input_scale)
     dec = inverse_decoders(net, perturbation=cfg.dtp1_perturbation, seed=cfg.seed + 1)
     online = {"iterated_output": online_vs_dtp1(TargetPropagation(
         net, x, y, beta=cfg.dtp1_beta, decoders=dec, online_gamma=0.0), cfg)}
     # one example: (W + ΔW) r_{ℓ-1} + b + Δb = τ_ℓ exactly
     c = TargetPropagation(net, x[:1], y[:1], beta=cfg.dtp1_beta, decoders=dec)
-    sol = solve(c, c.initial_state(), 0.0, cfg.settle_t1, dt=cfg.settle_dt, atol=1e-14,
-                rtol=1e-12, progress=False)
+    sol = settle(c, c.initial_state(), cfg)
     ups, taus = c.dtp1_updates(sol.y1), c.targets(sol.y1)
-    residual = [(c.rates[l] @ (net.weights[l] + dW).transpose(-1, -2) + net.biases[l] + db
-                 - taus[l]).abs().max().item() for l, (dW, db) in enumerate(ups)]
-    change = [(t - h).abs().max().item() for t, h in zip(taus, c.h)]
+    residual = [gap(c.rates[l] @ (net.weights[l] + dW).transpose(-1, -2) + net.biases[l] + db,
+                    taus[l]) for l, (dW, db) in enumerate(ups)]
+    change = [gap(t, h) for t, h in zip(taus, c.h)]
     # one unit Euler step of iterated_output = DTP, the dtp rule's fixed point (mirrored g)
-    dwidths = list(cfg.dtp_widths)
-    dnet = ForwardNetwork(dwidths, "tanh", seed=cfg.seed)
-    dx, dy = batch(dwidths, 1, cfg.seed)
+    dwidths = cfg.dtp_widths
+    dnet, dx, dy = problem(dwidths, 1, cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed + 2)
     mirrored = [MirroredDecoder(torch.randn(1, dwidths[l - 1], dwidths[l], generator=gen,
                                             dtype=F64) / dwidths[l] ** 0.5,
@@ -223,14 +232,13 @@ def dtp1_exactness(cfg: Config) -> dict[str, Any]:
     dtp = TargetPropagation(dnet, dx, dy, rule="dtp", beta=cfg.dtp1_beta,
                             decoders=mirrored).steady_state()
     # the change reaches layer L − k at step k + 1 (the wave of the parallel iteration)
-    step_diff = {str(L - k): (dsol.ys[f"tau_{L - k}"][k + 1] - dtp[f"tau_{L - k}"]
-                              ).abs().max().item() for k in range(1, L)}
+    step_diff = {str(L - k): gap(dsol.ys[f"tau_{L - k}"][k + 1], dtp[f"tau_{L - k}"])
+                 for k in range(1, L)}
     return {
         "online_vs_dtp1": online, "online_batch": cfg.dtp1_batch,
         "dtp1_target_residual": residual, "dtp1_target_change": change,
         "dtp1_settle_status": sol.status_names()[0], "euler_step_vs_dtp": step_diff,
-        "dtp_step_size": {str(l): (dtp[f"tau_{l}"] - dc.h[l - 1]).abs().max().item()
-                          for l in range(1, L)},
+        "dtp_step_size": {str(l): gap(dtp[f"tau_{l}"], dc.h[l - 1]) for l in range(1, L)},
         "max_online_diff": max(v["max_abs_diff"] for v in online.values()),
         "max_target_residual": max(residual), "max_euler_step_diff": max(step_diff.values()),
     }
@@ -238,9 +246,8 @@ def dtp1_exactness(cfg: Config) -> dict[str, Any]:
 
 def gauss_newton_alignment(cfg: Config) -> dict[str, Any]:
     widths = list(cfg.gn_widths)
-    net = ForwardNetwork(widths, "tanh", seed=cfg.seed, init=cfg.gn_init)
-    x, y = batch(widths, cfg.gn_batch, cfg.seed)
-    x = cfg.gn_input_scale * x
+    net, x, y = problem(widths, cfg.gn_batch, cfg.seed, init=cfg.gn_init,
+                        scale=cfg.gn_input_scale)
     L, betas = net.L, list(cfg.betas)
     approx = inverse_decoders(net, cfg.gn_perturbation, seed=cfg.seed + 1)
     runs = {"exact_inverse_iterated": ("iterated_output", inverse_decoders(net), cfg.gn_steps),
@@ -255,98 +262,24 @@ def gauss_newton_alignment(cfg: Config) -> dict[str, Any]:
         last = c.targets(solve(c, sol.y1, 0.0, 1.0, dt=1.0, steady_state=False,
                                progress=False).y1)
         statuses[name] = {"status": sorted(set(sol.status_names())),
-                          "last_step_change": max((a - b).abs().max().item()
-                                                  for a, b in zip(tau, last)),
+                          "last_step_change": max(gap(a, b) for a, b in zip(tau, last)),
                           "finite": bool(all(torch.isfinite(t).all() for t in tau))}
         angles[name] = {str(l): a.tolist() for l, a in
                         enumerate(c.layer_target_angles(sol.y1)["gauss_newton"], start=1)}
     # the angle between the GN step and the backprop direction does not depend on β
     gn_vs_bp = c.layer_target_angles(c.gauss_newton_targets(0.0))["backprop"]
     order = sorted(range(len(betas)), key=lambda i: betas[i])[:cfg.gn_fit_points]
+
+    def slopes(at):                     # per run and layer, over the betas indexed by ``at``
+        return {name: {l: fit_slope([betas[i] for i in at], [a[i] for i in at])
+                       for l, a in per.items()} for name, per in angles.items()}
     return {"betas": betas, "layers": list(range(1, L)), "angles_to_gauss_newton": angles,
-            "slopes": {name: {l: fit_slope([betas[i] for i in order], [a[i] for i in order])
-                              for l, a in per.items()} for name, per in angles.items()},
-            "slopes_all_betas": {name: {l: fit_slope(betas, a) for l, a in per.items()}
-                                 for name, per in angles.items()},
+            "slopes": slopes(order), "slopes_all_betas": slopes(range(len(betas))),
             "fitted_betas": [betas[i] for i in order],
             "gauss_newton_vs_backprop": {str(l): a[0].item() for l, a in
                                          enumerate(gn_vs_bp, start=1)},
             "runs": statuses,
             "network": {"widths": widths, "init": cfg.gn_init, "batch": cfg.gn_batch}}
-
-
-def fit_slope(betas: Sequence[float], angles: Sequence[float]) -> float | None:
-    """The log-log slope of ``angles`` against ``betas`` (None with under two positive)."""
-    pts = [(math.log10(b), math.log10(a)) for b, a in zip(betas, angles)
-           if math.isfinite(a) and a > 0]
-    return float(np.polyfit(*zip(*pts), 1)[0]) if len(pts) >= 2 else None
-
-
-# -- figures, checks, report ---------------------------------------------------------------------
-
-STYLES = {"exact_inverse_iterated": ("-", "o", "exact inverse, iterated"),
-          "approximate_iterated": (":", "x", "approximate decoders, iterated to convergence"),
-          "approximate_dtp_one_step": ("--", "s", "approximate decoders, one DTP step")}
-
-
-def figures(out: Path, conv: Sequence[Mapping], d: Mapping, g: Mapping) -> list[Path]:
-    panels = {f"{a}, {r}: ‖" + ("τ_1 − τ_1*  (g∘f − I)" if r == RULES[0] else
-                                 "u_2 − u_2*  (f∘g − I)") + "‖":
-              [(f"p = {c['perturbation']:g}: α = {c['alpha']:.3g}, rate {c['rate']:.3g}",
-                c["errors"], c["alpha"]) for c in conv if (c["activation"], c["rule"]) == (a, r)]
-              for a in ("linear", "tanh") for r in RULES}
-    bars = {"the checks' threshold": 1e-10}                 # for scale, drawn in grey
-    bars |= {f"online ({rule.split('_')[1]}) − DTP1, layer {l}": max(a, b)
-             for rule, r in d["online_vs_dtp1"].items()
-             for l, (a, b) in enumerate(zip(r["max_abs_diff_W"], r["max_abs_diff_b"]), start=1)}
-    bars |= {f"DTP1-moved h_{l} − τ_{l}": v for l, v in enumerate(d["dtp1_target_residual"], 1)}
-    bars |= {f"one Euler step − DTP, τ_{l}": v for l, v in d["euler_step_vs_dtp"].items()}
-    curves = {f"{STYLES[name][2]}, layer {l} (slope {g['slopes'][name][l]:.2f})":
-              (a, {"ls": STYLES[name][0], "marker": STYLES[name][1], "color": layer_colour(int(l))})
-              for name, per in g["angles_to_gauss_newton"].items() for l, a in per.items()}
-    return [decay_figure(out / "convergence.png", panels, rows=2,
-                         xlabel="iteration t (unit Euler steps)",
-                         title="Iterated approximate inverses converge at rate ≤ α (dashed: "
-                               "α^t); α > 1 diverges"),
-            grouped_log_bars_figure(out / "dtp1.png", bars, [
-                ("online", "tab:blue", "online rule − DTP1 (ΔW, Δb)"),
-                ("DTP1", "tab:green", "DTP1 moves h_ℓ onto τ_ℓ"),
-                ("one Euler", "tab:orange", "one Euler step of iterated_output − DTP")],
-                other="0.6", floor=1e-18, title="DTP1 and DTP are what the circuit computes, "
-                "to rounding", xlabel="max abs difference (log; exact zeros drawn at 1e-18)"),
-            log_log_figure(out / "gn_alignment.png", g["betas"], curves,
-                           hlines=[(a, {"color": layer_colour(int(l))})
-                                   for l, a in g["gauss_newton_vs_backprop"].items()],
-                           hline_label="GN vs backprop direction (per layer)",
-                           xlabel="β (output nudge)", ylabel="angle between τ_ℓ − h_ℓ and the "
-                           "Gauss-Newton step (degrees)", title="Differential targets are "
-                           "Gauss-Newton steps to first order in β")]
-
-
-def checks(conv: Sequence[Mapping[str, Any]], dtp1: Mapping[str, Any],
-           gn: Mapping[str, Any]) -> dict[str, bool]:
-    contracting = [c for c in conv if c["alpha"] < 1]
-    expanding = [c for c in conv if c["spectral_radius"] > 1]
-    exact, approx_it, dtp = (gn["angles_to_gauss_newton"][k].values() for k in STYLES)
-    return {
-        "contractions_converge": bool(contracting) and all(c["converged"] for c in contracting),
-        "rate_within_alpha": bool(contracting) and all(c["rate_within_alpha"]
-                                                       for c in contracting),
-        "alpha_above_one_diverges": bool(expanding) and all(c["diverged"] and c["alpha"] > 1
-                                                            for c in expanding),
-        "online_rule_is_dtp1": dtp1["max_online_diff"] < 1e-10 and all(
-            r["status"] == "converged" and max(r["max_abs_dtp1_W"]) > 1e-3
-            for r in dtp1["online_vs_dtp1"].values()),
-        "dtp1_moves_h_onto_tau": dtp1["max_target_residual"] < 1e-10
-        and dtp1["dtp1_settle_status"] == "converged" and min(dtp1["dtp1_target_change"]) > 1e-3,
-        "euler_step_is_dtp": dtp1["max_euler_step_diff"] < 1e-10,
-        "gn_angle_first_order_in_beta": all(s is not None and 0.8 <= s <= 1.2 for s in
-                                            gn["slopes"]["exact_inverse_iterated"].values()),
-        "gn_angle_small_at_smallest_beta": all(a[-1] < 0.1 for a in exact),
-        "iterating_approximate_decoders_recovers_exact_targets": all(
-            abs(b[-1] - a[-1]) <= 1e-3 * a[-1] + 1e-9 for a, b in zip(exact, approx_it)),
-        "one_dtp_step_stays_off_gn": all(d[-1] > 10 * a[-1] for a, d in zip(exact, dtp)),
-    }
 
 
 def run(config: Config | Mapping[str, Any] | None, out: str | Path) -> dict[str, Any]:
@@ -356,47 +289,16 @@ def run(config: Config | Mapping[str, Any] | None, out: str | Path) -> dict[str,
     out.mkdir(parents=True, exist_ok=True)
     with intra_op_threads(1):
         conv, dtp1, gn = convergence(cfg), dtp1_exactness(cfg), gauss_newton_alignment(cfg)
-        paths = figures(out, conv, dtp1, gn)
+        paths = bengio2020_figures(out, conv, dtp1, gn)
     summary = jsonable({"convergence": conv, "dtp1": dtp1, "gauss_newton": gn,
                         "checks": checks(conv, dtp1, gn), "figures": [p.name for p in paths],
                         "config": dataclasses.asdict(cfg), "seconds": time.perf_counter() - start})
-    with (out / "summary.json").open("w") as fh:
-        json.dump(summary, fh, indent=2, allow_nan=False)
+    write_summary(out, summary)
     return summary
 
 
 def passed(summary: Mapping[str, Any]) -> bool:
     return all(summary["checks"].values())
-
-
-def report(summary: Mapping[str, Any]) -> str:
-    lines = ["1. iterated inverse (rate: geometric mean of per-step error ratios; max ratio; α)"]
-    for c in summary["convergence"]:
-        verdict = "converged" if c["converged"] else "DIVERGED" if c["diverged"] else "neither"
-        lines.append(f"  {c['activation']:<6} {c['rule']:<15} p = {c['perturbation']:<4g} "
-                     f"α = {c['alpha']:<7.4f} ρ = {c['spectral_radius']:<7.4f} "
-                     f"rate = {c['rate']:<7.4f} max ratio = {c['max_step_ratio']:<7.4f} "
-                     f"{verdict}{'' if c['rate_within_alpha'] else '  (max ratio > α)'}")
-    d, g = summary["dtp1"], summary["gauss_newton"]
-    lines.append("2. DTP1 (max abs differences)")
-    lines += [f"  online rule ({rule}) − DTP1: {r['max_abs_diff']:.2e} "
-              f"(DTP1 ΔW up to {max(r['max_abs_dtp1_W']):.2g})"
-              for rule, r in d["online_vs_dtp1"].items()]
-    lines.append("  DTP1-moved h_ℓ − τ_ℓ per layer: "
-                 + ", ".join(f"{v:.1e}" for v in d["dtp1_target_residual"]))
-    lines.append("  one Euler step − DTP per layer: "
-                 + ", ".join(f"τ_{l} {v:.1e}" for l, v in d["euler_step_vs_dtp"].items()))
-    lines.append("3. angle to the Gauss-Newton step (degrees) at β = "
-                 + " ".join(f"{b:g}" for b in g["betas"]))
-    lines += [f"  {name:<25} layer {l}: " + " ".join(f"{v:.3g}" for v in a)
-              + f"   slope {g['slopes'][name][l]:.3f}"
-              for name, per in g["angles_to_gauss_newton"].items() for l, a in per.items()]
-    lines.append("  GN vs backprop direction: " + ", ".join(
-        f"layer {l} {a:.1f}°" for l, a in g["gauss_newton_vs_backprop"].items()))
-    lines.append("checks: " + ", ".join(f"{k} {'ok' if v else 'FAILED'}"
-                                        for k, v in summary["checks"].items()))
-    lines.append(f"{summary['seconds']:.1f} s")
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -6,37 +6,30 @@
 Mertens' notebook (seed 004, SPEC §6): every hidden layer ℓ of a 2-100-100-10-1 Mish network with
 per-example L2 normalisation and a sigmoid output learns on its own loss ``mean (D_ℓ r_ℓ − y)²``
 through a bias-free linear decoder ``D_ℓ``, the output layer on its BCE; no signal comes from
-above. Task ``signed_xor``: ``x ~ U(−1, 1)²``, label ``x_0 x_1 ≥ 0``, 1000 training and 1000 test
-points. Methods: ``backprop`` (the same start trained end to end on the BCE by full-batch
-``torch.optim.Rprop``, lr 0.01, with autograd; the notebook used minibatches of 100) and
+above. Task ``signed_xor`` (``x ~ U(−1, 1)²``, label ``x_0 x_1 ≥ 0``, 1000 train / 1000 test).
+Methods: ``backprop`` (the same start trained end to end by full-batch Rprop, lr 0.01, on the BCE:
+:func:`demos.baselines.run_backprop`; the notebook used minibatches of 100) and
 :class:`circuits.LocalDecoders` under a ``sequential`` :class:`LayerSchedule` (layer ℓ learns
 during [(ℓ−1)P, ℓP), P = ``period``) or a ``parallel`` one (every layer for L·P), with decoders
 ``trained`` with their layer or ``fixed`` at their random start (the public code's read-outs).
 
-Each circuit is trained by :func:`solvers.train` (Euler, step ``dt``; every seed a replica):
-weights, biases and decoders are the ODE state and learning is gradient flow on the full
-training set at rate η, so ``eta·dt`` is the step of the equivalent full-batch gradient descent
-(keep it ≤ 1: a decoder's loss has curvature up to 2). The data are constant, so the stream
-shows the training set at every k and a presentation is one recording interval of
-``record_every`` steps, after which ``on_chunk`` records the learning curves; the schedule's
-gates read the absolute time, which ``train`` keeps.
-
-The flow is stiff where the normalisation is (``r = m/‖m‖`` has Jacobian ``(I − r rᵀ)/‖m‖`` and
-some ``‖m_ℓ‖`` shrink to 0.02–0.1 while a layer learns), so Euler overshoots and the active
-layer's loss jumps up for a step even at dt = 0.05 (``summary["local_loss_rise"]``, see
-:func:`loss_rise`). Trained decoders are robust to it (float32 and float64 agree to 1e-3); the
-fixed-decoder sequential runs are not: rounding-level differences move their accuracy (0.86 ±
-0.01 in float32, 0.56 ± 0.08 in float64 in one version), the unstable steps amplifying them.
+Each circuit is one :func:`solvers.train` (Euler, step ``dt``; every seed a replica): learning is
+gradient flow on the full training set at rate η, so ``eta·dt`` is the step of the equivalent
+gradient descent (keep it ≤ 1: a decoder's loss has curvature up to 2); a presentation is one
+recording interval of ``record_every`` steps. The flow is stiff where the normalisation is
+(``r = m/‖m‖`` has Jacobian ``(I − r rᵀ)/‖m‖``, ``‖m_ℓ‖`` down to 0.02–0.1), so Euler overshoots
+(``summary["local_loss_rise"]``, :func:`loss_rise`). Trained decoders are robust to it (float32
+and float64 agree to 1e-3); the fixed-decoder sequential runs are not (0.86 ± 0.01 in float32,
+0.56 ± 0.08 in float64 in one version), the unstable steps amplifying rounding.
 
 Writes ``DIR/summary.json`` (per method: test/train accuracy ``{"mean", "std" (ddof 1),
-"per_seed"}``, each layer's decoded test accuracy, ...) and three figures (see :func:`figures`).
+"per_seed"}``, each layer's decoded test accuracy, ...) and three figures
+(:func:`demos.plots.mertens_figures`).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -45,23 +38,22 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from circuits import ForwardNetwork, LayerSchedule, LocalDecoders
 from solvers import train
 
-from .config import dataclass_config, intra_op_threads, run_cli
+from .baselines import backprop_forward, run_backprop
+from .config import (check_choice, check_int, check_number, check_optional, dataclass_config,
+                     intra_op_threads, jsonable, run_cli)
 from .datasets import signed_xor
-from .plots import Panel, accuracy_bars, band_figure, layer_colour, region_grid_figure
+from .plots import mertens_figures
+from .reports import mean_std, write_summary
+from .reports import mertens as report
 
 LOCAL_METHODS = ("sequential_trained", "sequential_fixed", "parallel_trained", "parallel_fixed")
 METHODS = ("backprop",) + LOCAL_METHODS
 DTYPES = ("float32", "float64")
-COLOURS = {"backprop": "0.35", "sequential_trained": "tab:blue", "sequential_fixed": "tab:cyan",
-           "parallel_trained": "tab:red", "parallel_fixed": "tab:orange"}
-
-
 @dataclass(frozen=True)
 class Config:
     """The demo's parameters (the main ones also command-line flags)."""
@@ -97,22 +89,17 @@ class Config:
             fail("widths", list(self.widths), "[2, n_1, ..., 1] (2 inputs, at least one hidden "
                  "layer, one sigmoid output)")
         for name in ("n_train", "n_test", "record_every", "backprop_steps", "grid", "threads"):
-            if not whole(getattr(self, name), 1):
-                fail(name, getattr(self, name), "an integer ≥ 1")
-        for name in ("eta", "period", "dt", "backprop_lr") + (
-                ("eta_decoders",) if self.eta_decoders is not None else ()):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
-                    or v <= 0:
-                fail(name, v, "a finite number > 0")
+            check_int(name, getattr(self, name), 1)
+        for name in ("eta", "period", "dt", "backprop_lr"):
+            check_number(name, getattr(self, name), positive=True)
+        check_optional(check_number, "eta_decoders", self.eta_decoders, positive=True)
         if self.dt > self.period:
             fail("dt", self.dt, f"at most period = {self.period!r} (each layer needs a step)")
         n = self.L * self.period / self.interval
         if abs(n - round(n)) > 1e-9 * n:
             fail("dt", self.dt, f"record_every·dt (record_every = {self.record_every}) to divide "
                  f"the duration L·period = {self.L * self.period:g}: change dt or period")
-        if self.dtype not in DTYPES:
-            fail("dtype", self.dtype, f"one of {list(DTYPES)}")
+        check_choice("dtype", self.dtype, DTYPES)
         try:
             torch.device(self.device)
         except (RuntimeError, TypeError) as err:
@@ -164,12 +151,6 @@ def initial_network(cfg: Config) -> ForwardNetwork:
               for l, n in enumerate(zip(cfg.widths, cfg.widths[1:]))]
     return ForwardNetwork(list(cfg.widths), "mish", "sigmoid", weights=net.weights,
                           biases=biases, dtype=cfg.torch_dtype, device=cfg.device)
-
-
-def mean_std(values) -> dict[str, Any]:
-    a = np.asarray(values, dtype=float)
-    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if a.size > 1 else 0.0,
-            "per_seed": [float(v) for v in a]}
 
 
 def run_local(cfg: Config, data: Mapping[str, torch.Tensor], schedule: str,
@@ -224,61 +205,10 @@ def loss_rise(t: np.ndarray, curves: Mapping[str, np.ndarray], schedule: LayerSc
     return out
 
 
-def backprop_forward(weights, biases, x):
-    """The network's forward pass (autograd-friendly): Mish, L2 normalisation, sigmoid output
-    logit. Returns the output pre-activation ``[S, B, 1]``."""
-    r = x
-    for W, b in zip(weights[:-1], biases[:-1]):
-        r = F.normalize(F.mish(r @ W.transpose(-1, -2) + b), dim=-1)
-    return r @ weights[-1].transpose(-1, -2) + biases[-1]
-
-
-def run_backprop(cfg: Config, data: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """End-to-end training of the same start by full-batch Rprop on the mean BCE (one
-    optimiser over every replica's parameters: Rprop is elementwise, so replicas stay
-    independent; the loss is the sum of the replicas' mean BCEs)."""
-    net = initial_network(cfg)
-    weights = [w.clone().requires_grad_(True) for w in net.weights]
-    biases = [b.clone().requires_grad_(True) for b in net.biases]
-    opt = torch.optim.Rprop(weights + biases, lr=cfg.backprop_lr)
-    x, y = net.input(data["x_train"]), data["y_train"]
-
-    def accuracy(inputs, labels):                        # [S], logit > 0 against label > ½
-        with torch.no_grad():
-            hits = (backprop_forward(weights, biases, net.input(inputs)) > 0) == (labels > 0.5)
-        return (hits.sum((-2, -1)).double() / labels.numel()).cpu().numpy()
-
-    steps, curve = [0], [accuracy(data["x_test"], data["y_test"])]
-    start = time.perf_counter()
-    for step in tqdm(range(1, cfg.backprop_steps + 1), desc="backprop (Rprop)", leave=False,
-                     disable=None):
-        opt.zero_grad()
-        logit = backprop_forward(weights, biases, x)
-        F.binary_cross_entropy_with_logits(logit, y.expand_as(logit), reduction="none").mean(
-            (-2, -1)).sum().backward()
-        opt.step()
-        if step % cfg.record_every == 0 or step == cfg.backprop_steps:
-            steps.append(step)
-            curve.append(accuracy(data["x_test"], data["y_test"]))
-    return {"weights": [w.detach() for w in weights], "biases": [b.detach() for b in biases],
-            "test": curve[-1], "train": accuracy(data["x_train"], y), "steps": np.asarray(steps),
-            "curve": np.stack(curve), "seconds": time.perf_counter() - start}
-
-
-def figures(out: Path, cfg: Config, data, bp, local, accuracy) -> list[Path]:
-    """``accuracy.png`` (per method: mean ± std, seeds as dots), ``learning_curves.png`` (each
-    layer's decoded test accuracy over time) and ``decision_regions.png`` (seed 0's read-outs)."""
+def decision_maps(cfg: Config, bp, local) -> dict[str, list]:
+    """Seed 0's read-outs ``[grid, grid]`` per method and layer on a grid over ``[-1, 1]²``
+    (None where backprop has no decoder)."""
     L, n = cfg.L, cfg.grid
-    panels = [Panel("backprop", bp["steps"], {"output": bp["curve"]}, "full-batch Rprop step",
-                    {"output": COLOURS["backprop"]})]
-    labels = {f"layer {l}" + (" (output)" if l == L else " via D"): l for l in range(1, L + 1)}
-    for name, res in local.items():
-        panels.append(Panel(name.replace("_", ", ") + " decoders", res["t"],
-                            {k: res["curves"][f"test_accuracy_{l}"] for k, l in labels.items()},
-                            f"time t (η = {cfg.eta:g} per unit time)",
-                            {k: layer_colour(l) for k, l in labels.items()},
-                            [l * cfg.period for l in range(1, L)]
-                            if name.startswith("sequential") else []))
     axis = torch.linspace(-1, 1, n, dtype=cfg.torch_dtype, device=cfg.device)
     grid = torch.stack([g.reshape(-1) for g in torch.meshgrid(axis, axis, indexing="xy")], -1)
     with torch.no_grad():
@@ -286,21 +216,8 @@ def figures(out: Path, cfg: Config, data, bp, local, accuracy) -> list[Path]:
                                                 grid[None].expand(len(cfg.seeds), -1, -1)))
     maps = {"backprop": [None] * (L - 1) + [bp_out],
             **{k: res["circuit"].readouts(res["state"], grid) for k, res in local.items()}}
-    maps = {k: [m if m is None else m[0, :, 0].reshape(n, n).cpu().numpy() for m in v]
+    return {k: [m if m is None else m[0, :, 0].reshape(n, n).cpu().numpy() for m in v]
             for k, v in maps.items()}
-    return [
-        accuracy_bars(out / "accuracy.png", accuracy, colours=COLOURS, title="Signed XOR: "
-                      "backprop vs layer-local learning through linear decoders"),
-        band_figure(out / "learning_curves.png", panels, ylim=(0.35, 1.01), hline=0.5,
-                    ylabel="test accuracy of the layer's read-out", title="Learning curves "
-                    f"(mean over {len(cfg.seeds)} seeds, band min–max)"),
-        region_grid_figure(out / "decision_regions.png", maps,
-                           points=data["x_test"][:150].cpu().numpy(),
-                           labels=data["y_test"][:150, 0].cpu().numpy(),
-                           columns=[f"layer {l}" + (" (output)" if l == L else " read out by D")
-                                    for l in range(1, L + 1)],
-                           missing="no decoder\n(end-to-end)", colorbar="read-out (threshold "
-                           "½: white line)", title=f"Decision regions, seed {cfg.seeds[0]}")]
 
 
 def run(config: Config | Mapping[str, Any] | None, out: str | Path) -> dict[str, Any]:
@@ -311,22 +228,22 @@ def run(config: Config | Mapping[str, Any] | None, out: str | Path) -> dict[str,
     out.mkdir(parents=True, exist_ok=True)
     with intra_op_threads(cfg.threads):
         summary = _run(cfg, out)
-    with (out / "summary.json").open("w") as fh:
-        json.dump(summary, fh, indent=2, allow_nan=False)
+    write_summary(out, summary)
     return summary
 
 
 def _run(cfg: Config, out: Path) -> dict[str, Any]:
     start = time.perf_counter()
     data = datasets(cfg)
-    bp = run_backprop(cfg, data)
+    bp = run_backprop(initial_network(cfg), data, cfg.backprop_steps, cfg.backprop_lr,
+                      cfg.record_every)
     local = {name: run_local(cfg, data, name.split("_")[0], name.endswith("trained"))
              for name in tqdm(LOCAL_METHODS, desc="local decoders", leave=False, disable=None)}
     every = {"backprop": bp, **local}          # "test", "train": [S] (backprop) or [L, S]
     accuracy = {k: mean_std(np.atleast_2d(r["test"])[-1]) for k, r in every.items()}
     per_layer = {key: {k: {"mean": r[key].mean(1).tolist(), "per_seed": r[key].T.tolist()}
                        for k, r in local.items()} for key in ("test", "train")}
-    paths = figures(out, cfg, data, bp, local, accuracy)
+    paths = mertens_figures(out, cfg, data, bp, local, accuracy, decision_maps(cfg, bp, local))
     return {
         "accuracy": accuracy,
         "train_accuracy": {k: mean_std(np.atleast_2d(r["train"])[-1]) for k, r in every.items()},
@@ -341,8 +258,7 @@ def _run(cfg: Config, out: Path) -> dict[str, Any]:
                                f"{cfg.eta:g}, sequential: {cfg.period:g} per layer, parallel: "
                                f"{cfg.L * cfg.period:g} for all layers"},
         "duration": cfg.L * cfg.period, "figures": [p.name for p in paths],
-        "config": {k: list(v) if isinstance(v, tuple) else v
-                   for k, v in dataclasses.asdict(cfg).items()},
+        "config": jsonable(dataclasses.asdict(cfg)),
         "torch": torch.__version__,
     }
 
@@ -351,18 +267,6 @@ def passed(summary: Mapping[str, Any], threshold: float = 0.9) -> bool:
     """Trained decoders learn signed XOR under both schedules, as backprop does."""
     return all(summary["accuracy"][m]["mean"] >= threshold
                for m in ("backprop", "sequential_trained", "parallel_trained"))
-
-
-def report(summary: Mapping[str, Any]) -> str:
-    """The accuracy table (test accuracy mean ± std over seeds, per-layer decoded means)."""
-    lines = [f"{'method':<20} {'test accuracy':>17}  {'train':>6}  per-layer test (decoded)",
-             "-" * 78]
-    for name, a in summary["accuracy"].items():
-        layers = summary["layer_accuracy"].get(name)
-        per_layer = "  ".join(f"{v:.3f}" for v in layers["mean"]) if layers else "-"
-        lines.append(f"{name:<20} {a['mean']:.3f} ± {a['std']:.3f}      "
-                     f"{summary['train_accuracy'][name]['mean']:.3f}  {per_layer}")
-    return "\n".join(lines + [f"seeds {summary['seeds']}, {summary['seconds']:.1f} s"])
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -63,6 +63,26 @@ class Task:
         counts = torch.bincount(self.labels_test, minlength=self.classes)
         return float(counts.max()) / len(self.labels_test)
 
+    def minibatch_order(self, batch: int, epochs: int, seed: int) -> torch.Tensor:
+        """``[P, B]`` training-set indices of each presentation (:func:`solvers.minibatch_order`:
+        each shuffled epoch's last ``N mod B`` examples dropped); ``batch`` at most N."""
+        from solvers import minibatch_order
+        n = self.x_train.shape[0]
+        if batch > n:
+            raise ValueError(f"training.batch: received {batch}, expected at most the {n} "
+                             "training examples")
+        return minibatch_order(n, batch, epochs, seed)
+
+    def minibatch(self, order: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Presentation k's inputs and targets under ``order``."""
+        return self.x_train[order[k]], self.y_train[order[k]]
+
+    def accuracy(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Test accuracy of ``outputs [..., M, K]`` (argmax against the test labels), float64
+        ``[...]``: per replica for ``[S, M, K]``."""
+        hits = outputs.argmax(-1) == self.labels_test.to(outputs.device)
+        return hits.to(torch.float64).mean(-1)
+
 
 # -- argument checks --------------------------------------------------------------------------
 

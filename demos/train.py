@@ -3,197 +3,52 @@
     python -m demos.train --config configs/digits.yaml --out DIR [--resume] [--stop-after N]
 
 Every method of :mod:`circuits.registry` (``methods:`` in the config, settings per method under
-``method:``: :class:`MethodSpec`) is *one* integration (:func:`solvers.train`): the weights are
-state, a drive shows minibatch k during ``[k·period, (k+1)·period)``, and the circuit's own
-dynamics (settling credit populations, targets, predictions) run on from one minibatch to the
-next. The seeds are the replica axis S of that integration (``ForwardNetwork(widths, seed=[0, 1,
-2])``; FA's random feedback is drawn per replica too). Each method's ``period`` and ``dt`` were
-chosen by measuring how long its credit populations take to settle (see the config's comments).
+``method:``, :class:`~demos.method_config.MethodSpec`) is *one* integration
+(:func:`solvers.train`): the weights are state, a drive shows minibatch k during ``[k·period,
+(k+1)·period)``, and the seeds are the replica axis S (FA's random feedback is drawn per replica
+too). Each method's ``period`` and ``dt`` were chosen by measuring how long its credit
+populations take to settle (see the config's comments).
 
-After every epoch the test accuracy (argmax of the output, per replica) is recorded; every
-``training.checkpoint_every`` examples the state, the divergence flags, the history and the wall
-time so far are written to ``DIR/checkpoints/<task>_<method>.pt`` (atomically). Interrupted
-(Ctrl-C), a rerun with ``--resume`` continues every method from its last checkpoint (finished
-ones are read back) and ends bit-for-bit where an uninterrupted run ends: the minibatch order is
-a pure function of the seed and the position, and the chunk grid of the integration does not
-depend on where it was resumed.
+After every epoch the test accuracy (argmax, per replica) is recorded; every
+``training.checkpoint_every`` examples the state, divergence flags, history and wall time are
+written atomically to ``DIR/checkpoints/<task>_<method>.pt``. ``--resume`` continues every
+method from its last checkpoint and ends bit-for-bit where an uninterrupted run ends (the
+minibatch order is a function of seed and position; the chunk grid does not depend on where
+it was resumed).
 
 Writes ``DIR/summary.json`` (``{"runs": [{task, method, seed, test_accuracy, seconds, ...}]}``,
 one entry per method × seed; ``seconds`` is the integration's wall time *per epoch for all seeds
-together*, the same on every seed's row), ``DIR/table.md`` (:func:`demos.method_table.table`)
-and ``DIR/<task>.png`` (test accuracy against epochs per method, mean ± std over seeds).
+together*), ``DIR/table.md`` (:func:`demos.method_table.table`) and ``DIR/<task>.png`` (test
+accuracy against epochs per method, mean ± std over seeds).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import functools
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 
-from circuits import ArrivalGate, FeedbackLearning, ForwardNetwork
-from circuits.registry import CIRCUIT_ARGS, LABELS, METHODS, learning_circuit
-from solvers import checkpoint, minibatch_order
+from circuits.registry import LABELS, METHODS, learning_circuit
+from solvers import checkpoint
 from solvers import train as integrate
 
-from . import datasets, plots
-from .config import (Config, Schema, Section, check_int, check_keywords, check_number,
-                     dataclass_config, intra_op_threads, jsonable, load_config, resume_checkpoint)
-from .method_table import table         # re-exported, as are METHODS and LABELS
+from . import plots
+from .config import Config, check_int, intra_op_threads, jsonable, resume_checkpoint
+from .method_config import MethodSpec, Training, load, load_task, network, spec
+from .method_table import table
+from .reports import write_summary
 
-TASKS = {"digits": datasets.digits, "mnist1d": datasets.mnist1d}
 REFERENCE = "backprop"
-
-
-# -- configuration ----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Training:
-    """epochs: passes over the training set.  batch: B examples per presentation (each epoch's
-    remainder dropped: B is part of the state's shape).  seeds: replicas S (network seeds
-    0..S-1).  order_seed: the minibatch order.  checkpoint_every: examples between
-    checkpoints (rounded down to whole minibatches, at least one)."""
-
-    epochs: int = 5
-    batch: int = 32
-    seeds: int = 3
-    order_seed: int = 0
-    checkpoint_every: int = 1024
-
-    def __post_init__(self):
-        for name in ("epochs", "batch", "seeds", "checkpoint_every"):
-            check_int(f"training.{name}", getattr(self, name), 1)
-        check_int("training.order_seed", self.order_seed, 0)
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """How one method is integrated.
-
-    eta: learning rate η per unit time.  period: time each minibatch is shown.  dt: the
-    step.  integrator: a fixed-step method of :func:`solvers.solve` (``euler``, ``rk4`` ...).
-    gate: ``settled`` or ``always`` (:class:`circuits.Plastic`; ignored by ``pc`` and
-    ``local_decoders``, which gate themselves).  theta: the settle gate's rate threshold.
-    teacher_from: when in each period the teacher appears (``pc``: the free phase before it).
-    output_activation: of the network (``pc`` needs ``linear``, ``local_decoders`` with
-    ``bce`` ``sigmoid``).  form: the target methods' weight change (``dtp1``, ``dtp``,
-    ``local_loss``).  target_leak: λ, the target methods' hidden targets leak towards the
-    forward pass at this rate (``anchor`` of :class:`circuits.TargetPropagation`).
-    relinearise_every: presentations between Jacobians of ``exp_partitioned``.  circuit:
-    keyword arguments of the method's circuit (e.g. DI's ``alpha``, ``k_i``).  gate_args:
-    :class:`circuits.ArrivalGate`'s (``pc``).  feedback: ``iterated_dtp``'s decoder learning
-    (:class:`circuits.FeedbackLearning`)."""
-
-    eta: float = 0.1
-    period: float = 1.0
-    dt: float = 1.0
-    integrator: str = "euler"
-    gate: str = "always"
-    theta: float = 0.05
-    teacher_from: float = 0.0
-    output_activation: str = "linear"
-    form: str = "dtp1"
-    target_leak: float = 0.0
-    relinearise_every: int = 1
-    circuit: dict = field(default_factory=dict)
-    gate_args: dict = field(default_factory=dict)
-    feedback: dict = field(default_factory=dict)
-
-    def check(self, method: str) -> None:
-        where = f"method.{method}"
-        for name in ("eta", "period", "dt", "theta", "teacher_from", "target_leak"):
-            check_number(f"{where}.{name}", getattr(self, name),
-                         positive=name not in ("teacher_from", "target_leak"))
-        check_int(f"{where}.relinearise_every", self.relinearise_every, 1)
-        steps = self.period / self.dt
-        if abs(steps - round(steps)) > 1e-9 * steps:
-            raise ValueError(f"{where}.dt: received {self.dt!r}, expected a divisor of period = "
-                             f"{self.period!r} (whole steps per minibatch, so no step straddles "
-                             "a switch of minibatch)")
-        if self.teacher_from >= self.period:
-            raise ValueError(f"{where}.teacher_from: received {self.teacher_from!r}, expected a "
-                             f"number in [0, period = {self.period!r})")
-        for name, valid in (("gate", ("settled", "always")), ("form", ("dtp1", "dtp",
-                                                                         "local_loss"))):
-            if getattr(self, name) not in valid:
-                raise ValueError(f"{where}.{name}: received {getattr(self, name)!r}, expected "
-                                 f"one of {list(valid)}")
-        from solvers.methods import METHODS as STEPPERS
-        from solvers import TRAINING_METHODS
-        if self.integrator not in (*STEPPERS, *TRAINING_METHODS):
-            raise ValueError(f"{where}.integrator: received {self.integrator!r}, expected a "
-                             f"fixed-step method, one of "
-                             f"{sorted(STEPPERS) + list(TRAINING_METHODS)}")
-        for name, (owner, target, exclude) in {
-                "circuit": (method, *CIRCUIT_ARGS[method]), "gate_args": ("pc", ArrivalGate, ()),
-                "feedback": ("iterated_dtp", FeedbackLearning, ())}.items():
-            given = getattr(self, name)
-            if not isinstance(given, Mapping):
-                raise ValueError(f"{where}.{name}: received {given!r}, expected a mapping of "
-                                 "keyword arguments")
-            if given and method != owner:
-                raise ValueError(f"{where}.{name}: received {dict(given)!r}, expected none "
-                                 f"(only {owner} takes {name}: {target.__qualname__}'s "
-                                 "keyword arguments)")
-            check_keywords(f"{where}.{name}", given, target, exclude)
-
-
-SCHEMA = Schema(sections={
-    "digits": Section(datasets.digits, exclude=("dtype",)),
-    "mnist1d": Section(datasets.mnist1d, exclude=("dtype",)),
-    "network": Section(ForwardNetwork, exclude=("widths", "weights", "biases", "replicas",
-                                                 "seed", "output_activation")),
-    "training": Section(Training),
-}, demo={"task": "digits", "hidden": [32], "methods": list(METHODS), "method": {}, "threads": 1})
-
-
-def load(config: str | Path | Mapping[str, Any] | None) -> Config:
-    """A validated config (``config``: a YAML path, a mapping or None for the defaults)."""
-    cfg = load_config(config, SCHEMA)
-    for section in ("network", "training"):
-        cfg.setdefault(section, {})
-    if cfg["task"] not in TASKS:
-        raise ValueError(f"config key 'task': received {cfg['task']!r}, expected one of "
-                         f"{list(TASKS)}")
-    hidden, methods, specs = cfg["hidden"], cfg["methods"], cfg["method"]
-    if not isinstance(hidden, list) or not hidden or not all(
-            isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in hidden):
-        raise ValueError(f"config key 'hidden': received {hidden!r}, expected a non-empty list "
-                         "of positive hidden widths, e.g. [32]")
-    if not isinstance(methods, list) or not methods or any(m not in METHODS for m in methods) \
-            or len(set(methods)) != len(methods):
-        raise ValueError(f"config key 'methods': received {methods!r}, expected a non-empty "
-                         f"list of distinct names drawn from {list(METHODS)}")
-    if not isinstance(specs, Mapping):
-        raise ValueError(f"config key 'method': received {specs!r}, expected a mapping from "
-                         "method names to their settings")
-    unknown = sorted(set(specs) - set(METHODS))
-    if unknown:
-        raise ValueError(f"config key 'method': unknown methods {unknown}; valid methods: "
-                         f"{list(METHODS)}")
-    for m in methods:
-        spec(cfg, m)
-    Training(**cfg["training"])
-    check_int("config key 'threads'", cfg["threads"], 1)
-    return cfg
-
-
-def spec(cfg: Config, method: str) -> MethodSpec:
-    """The method's settings (``method.<name>`` in the config over the defaults), checked."""
-    try:
-        s = dataclass_config(MethodSpec, cfg["method"].get(method))
-    except (TypeError, ValueError) as err:       # not a mapping, or unknown keys
-        raise ValueError(f"method.{method}: {str(err).removeprefix('config: ')}") from None
-    s.check(method)
-    return s
-
+__all__ = ["METHODS", "LABELS", "MethodSpec", "Training", "load", "load_task", "network", "spec",
+           "table", "Setup", "build", "accuracy", "run_method", "run", "final_weights", "main"]
 
 # -- building a method ------------------------------------------------------------------------
 
@@ -211,43 +66,24 @@ class Setup:
     per_epoch: int
 
 
-def load_task(cfg: Config):
-    dtype = cfg["network"].get("dtype", torch.float64)
-    return TASKS[cfg["task"]](**cfg.get(cfg["task"], {}), dtype=dtype)
-
-
-def network(cfg: Config, task, output_activation: str) -> ForwardNetwork:
-    widths = [task.inputs, *cfg["hidden"], task.classes]
-    return ForwardNetwork(widths, seed=list(range(Training(**cfg["training"]).seeds)),
-                          output_activation=output_activation, **cfg["network"])
-
-
 def build(cfg: Config, task, method: str) -> Setup:
     """The learning circuit of ``method`` on ``task`` with S = ``training.seeds`` replicas."""
     tr, s = Training(**cfg["training"]), spec(cfg, method)
-    n = task.x_train.shape[0]
-    if tr.batch > n:
-        raise ValueError(f"training.batch: received {tr.batch}, expected at most the {n} "
-                         "training examples")
-    order = minibatch_order(n, tr.batch, tr.epochs, tr.order_seed)
-
-    def stream(k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return task.x_train[order[k]], task.y_train[order[k]]
+    order = task.minibatch_order(tr.batch, tr.epochs, tr.order_seed)
+    stream = functools.partial(task.minibatch, order)
     circuit = learning_circuit(method, network(cfg, task, s.output_activation), *stream(0),
                                eta=s.eta, gate=s.gate, theta=s.theta, period=s.period,
                                form=s.form, anchor=s.target_leak, circuit=s.circuit,
                                gate_args=s.gate_args,
                                feedback=s.feedback if method == "iterated_dtp" else None)
     return Setup(circuit, circuit.initial_state(), stream, circuit.outputs, s, order.shape[0],
-                 n // tr.batch)
+                 task.x_train.shape[0] // tr.batch)
 
 
 def accuracy(setup: Setup, y: Mapping[str, torch.Tensor], task) -> np.ndarray:
     """Per-replica test accuracy ``[S]`` (argmax of the output)."""
     with torch.no_grad():
-        out = setup.predict(y, task.x_test)
-    hits = out.argmax(-1) == task.labels_test.to(out.device)
-    return hits.to(torch.float64).mean(-1).cpu().numpy()
+        return task.accuracy(setup.predict(y, task.x_test)).cpu().numpy()
 
 
 # -- one method, checkpointed -----------------------------------------------------------------
@@ -365,7 +201,7 @@ def run(config: str | Path | Mapping[str, Any] | None, out: str | Path, *,
     summary = jsonable({"runs": runs, "task": cfg["task"], "chance": task.chance,
                         "widths": widths, "seconds": time.perf_counter() - start,
                         "config": cfg})
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False))
+    write_summary(out, summary)
     (out / "table.md").write_text(table(runs, {cfg["task"]: task.chance}))
     plots.seed_curves_figure(out / f"{cfg['task']}.png", {
         LABELS.get(m, m): (res["history"]["epoch"], res["history"]["test_accuracy"])

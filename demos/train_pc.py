@@ -3,18 +3,16 @@ backprop on the same data (SPEC §3).
 
     python -m demos.train_pc --out DIR [--config configs/train_pc.yaml] [--resume]
 
-:func:`solvers.train` shows the minibatches of a small task (:mod:`demos.tasks`) to a
-:class:`~circuits.PredictiveCoding` circuit with plastic weights and the autonomous
-:class:`~circuits.ArrivalGate`, each in two phases of one integration (nothing re-initialised):
-``predict``, the input alone until the circuit settles at the feed-forward pass (Z-IL's C1, every
-hidden error far below the gate's quiet threshold θ, every gate armed); then ``learn``, the
-teacher clamping the output for ``L + 1`` Euler steps of ``dt = τ_x`` (C3). No clock: each error
-neuron's gate opens by itself on the step after feedback first reaches it (C2 emerges), so
-``ΔW_ℓ = η δ_ℓ r_{ℓ-1}ᵀ``, backprop's update. The baseline is SGD on ``½‖y − a_L‖²`` (batch mean,
-torch autograd) from the same weights, η and minibatches. Gate activity is measured from the
-recorded states (:mod:`circuits.gates`; the first ``traced_presentations`` at every step, then
-every ``record_every``-th predict step: a hidden gate that fired stays > 0 for the rest of the
-phase, so a sampled maximum of 0 means none fired).
+:func:`solvers.train` shows the minibatches of a small task (:mod:`demos.tasks`) to a plastic
+:class:`~circuits.PredictiveCoding` circuit with the autonomous :class:`~circuits.ArrivalGate`,
+in two phases each: ``predict``, the input alone until the circuit settles at the feed-forward
+pass (Z-IL's C1, every gate armed); then ``learn``, the teacher clamping the output for ``L + 1``
+Euler steps of ``dt = τ_x`` (C3). No clock: each error neuron's gate opens by itself on the step
+after feedback first reaches it (C2 emerges), so ``ΔW_ℓ = η δ_ℓ r_{ℓ-1}ᵀ``, backprop's update.
+The baseline is autograd SGD on ``½‖y − a_L‖²`` (:mod:`demos.baselines`) from the same weights,
+η and minibatches. Gate activity is measured from the recorded states (the first
+``traced_presentations`` at every step, then every ``record_every``-th predict step: a hidden
+gate that fired stays > 0 for the rest of the phase, so a sampled maximum of 0 means none fired).
 
 Writes ``DIR/summary.json``, ``DIR/accuracy.png``, ``DIR/gates.png`` and ``DIR/checkpoint.pt``
 (every ``checkpoint_every`` presentations, atomically); ``--resume`` continues from it to the
@@ -24,7 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import functools
 import math
 import sys
 import time
@@ -36,13 +34,16 @@ import torch
 from tqdm.auto import tqdm
 
 from circuits import ArrivalGate, ForwardNetwork, PredictiveCoding, gates
-from solvers import Phase, Solution, State, checkpoint, minibatch_order
+from solvers import Phase, Solution, State, checkpoint
 from solvers import train as integrate
 
 from . import plots, tasks
+from .baselines import circuit_parameters, network_parameters, relative_divergence, sgd_step
 from .config import (Config, Schema, Section, check_int, check_number, check_widths,
                      intra_op_threads, jsonable, load_config, phase_from_config, read_yaml,
                      resume_checkpoint)
+from .reports import fa_z_il as report
+from .reports import write_summary
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "train_pc.yaml"
 CHECKPOINT = "checkpoint.pt"
@@ -50,10 +51,9 @@ CHECKPOINT = "checkpoint.pt"
 
 @dataclass(frozen=True)
 class Training:
-    """The ``training`` section. epochs: passes over the training set.  batch: B per
-    presentation (each shuffled epoch's last ``N mod B`` examples are dropped: B is part of the
-    state's shape).  eta: η of both learners.  seed: the minibatch order.  eval_every /
-    checkpoint_every: presentations between test evaluations / checkpoints."""
+    """The ``training`` section: epochs, batch B (:meth:`demos.tasks.Task.minibatch_order`),
+    eta (η of both learners), seed (of the minibatch order), eval_every / checkpoint_every
+    (presentations between test evaluations / checkpoints)."""
 
     epochs: int = 5
     batch: int = 32
@@ -116,11 +116,8 @@ def build(config: Config) -> Setup:
     task = tasks.make_task(config["task"], **config.get(config["task"], {}),
                            dtype=net_args.get("dtype", torch.float64))
     check_widths("network.widths", net_args.get("widths"), task.inputs, task.classes)
-    net, tr, n = ForwardNetwork(**net_args), Training(**config["training"]), len(task.x_train)
-    if tr.batch > n:
-        raise ValueError(f"training.batch: received {tr.batch}, expected at most the {n} "
-                         "training examples")
-    order = minibatch_order(n, tr.batch, tr.epochs, tr.seed)
+    net, tr = ForwardNetwork(**net_args), Training(**config["training"])
+    order = task.minibatch_order(tr.batch, tr.epochs, tr.seed)
     circuit = PredictiveCoding(net, task.x_train[order[0]], None, eta=tr.eta,
                                plasticity=ArrivalGate(**config["gate"]), **config["circuit"])
     phases = (phase_from_config("predict", config["predict"], teacher=False),
@@ -132,45 +129,6 @@ def build(config: Config) -> Setup:
     return Setup(task, net, circuit, phases, tr, order)
 
 
-# -- the comparison: θ as the circuit holds it, W_ℓ [1, n_ℓ, n_{ℓ-1}] then b_ℓ [1, 1, n_ℓ] ----
-
-def circuit_parameters(y: Mapping[str, torch.Tensor], layers: int, biases: bool) -> State:
-    """θ read from a state."""
-    return {f"{p}_{l}": y[f"{p}_{l}"] for p in (("W", "b") if biases else ("W",))
-            for l in range(1, layers + 1)}
-
-
-def network_parameters(net: ForwardNetwork) -> State:
-    """θ_0, the network's initial parameters (replica 0)."""
-    return {**{f"W_{l}": W[:1].clone() for l, W in enumerate(net.weights, 1)},
-            **{f"b_{l}": b[:1].clone() for l, b in enumerate(net.biases or [], 1)}}
-
-
-def output(theta: State, phi, x: torch.Tensor) -> torch.Tensor:
-    """``a_L [N, n_L]`` for ``x [N, n_0]``: ``a_ℓ = W_ℓ φ(a_{ℓ-1}) + b_ℓ`` (φ(a_0) = x)."""
-    a = x
-    for l in range(1, sum(k.startswith("W_") for k in theta) + 1):
-        b = theta.get(f"b_{l}")
-        a = (a if l == 1 else phi(a)) @ theta[f"W_{l}"][0].T + (0 if b is None else b[0, 0])
-    return a
-
-
-def sgd_step(theta: State, phi, x: torch.Tensor, y: torch.Tensor, eta: float) -> State:
-    """One step of backprop: ``θ ← θ − η ∇_θ mean_B ½‖y − a_L‖²`` (torch autograd)."""
-    leaves = {k: v.detach().requires_grad_() for k, v in theta.items()}
-    loss = 0.5 * (y - output(leaves, phi, x)).pow(2).sum(-1).mean()
-    grads = torch.autograd.grad(loss, list(leaves.values()))
-    return {k: v.detach() - eta * g for (k, v), g in zip(leaves.items(), grads)}
-
-
-def relative_divergence(circuit: State, baseline: State, initial: State) -> float:
-    """``‖θ_PC − θ_bp‖₁ / ‖θ_bp − θ_0‖₁`` (NaN before backprop has moved)."""
-    def l1(a, b):
-        return float(sum((a[k] - b[k]).abs().sum() for k in a))
-    moved = l1(baseline, initial)
-    return l1(circuit, baseline) / moved if moved > 0 else math.nan
-
-
 # -- training: a run is its checkpoint {presentation, state, baseline, history, seconds} ------
 
 def evaluate(setup: Setup, current: dict[str, Any], record: bool = False) -> dict[str, float]:
@@ -180,8 +138,7 @@ def evaluate(setup: Setup, current: dict[str, Any], record: bool = False) -> dic
     theta = circuit_parameters(current["state"], net.L, net.biases is not None)
 
     def accuracy(th: State) -> float:
-        out = setup.circuit.outputs(th, setup.task.x_test)[0]
-        return float((out.argmax(-1) == setup.task.labels_test).double().mean())
+        return float(setup.task.accuracy(setup.circuit.outputs(th, setup.task.x_test)[0]))
     now = {"fa_z_il": accuracy(theta), "backprop": accuracy(base),
            "divergence": relative_divergence(theta, base, network_parameters(net))}
     if record:
@@ -236,8 +193,7 @@ def train(setup: Setup, current: dict[str, Any], config: Config, out: Path, stop
     bar = tqdm(total=stop, initial=current["presentation"], unit="presentation",
                desc="Fa-Z-IL", disable=None if progress is None else not progress, leave=False)
 
-    def batch(k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return setup.task.x_train[setup.order[k]], setup.task.y_train[setup.order[k]]
+    batch = functools.partial(setup.task.minibatch, setup.order)
 
     def on_presentation(p: int, y: State, sols: list[Solution]) -> None:
         (x, target), done = batch(p), p + 1
@@ -306,32 +262,12 @@ def passed(summary: Mapping[str, Any]) -> bool:
     return bool(summary.get("within_1pp") and summary.get("max_gate_during_prediction") == 0)
 
 
-def figures(out: Path, s: Mapping[str, Any], history: Mapping[str, Any], setup: Setup) -> None:
-    """accuracy.png (test accuracy of both learners, their weight divergence) and gates.png."""
-    log = s["history"]["eval"]
-    plots.learning_curves_figure(
-        out / "accuracy.png", log["presentation"], {
-            f"backprop (SGD): {100 * s['backprop_test_accuracy']:.1f}%":
-                (log["backprop"], {"color": "tab:blue", "lw": 3, "alpha": 0.5}),
-            f"Fa-Z-IL (gated PC): {100 * s['fa_z_il_test_accuracy']:.1f}%":
-                (log["fa_z_il"], {"color": "tab:red", "ls": "--", "marker": "."})},
-        divergence=log["divergence"], divergence_label="‖θ_PC − θ_bp‖₁ /\n‖θ_bp − θ_0‖₁",
-        per_epoch=setup.per_epoch, chance=s["task"]["chance_accuracy"],
-        title=f"{s['task']['name']}: {s['network']['widths']} {s['network']['activation']}, "
-              f"B = {s['batch']}, η = {s['eta']:g}; gap {s['accuracy_gap_pp']:.2f} pp")
-    plots.arrival_gate_figure(
-        out / "gates.png", history["traces"], history["predict"], history["learn"],
-        setup.network.L, (s["gate_quiet_threshold"], s["gate_arrival_threshold"]),
-        title="Fa-Z-IL: the arrival gate alone decides when synapses change")
-
-
 def run(config: str | Path | Mapping[str, Any] | None, out: str | Path, *,
         resume: bool = False, stop_after: int | None = None,
         progress: bool | None = None) -> dict[str, Any]:
-    """Train into ``out``; ``config`` is a YAML path, a mapping or None, merged over
-    ``configs/train_pc.yaml``. ``resume`` continues from ``out/checkpoint.pt``; ``stop_after``
-    stops (with a checkpoint) once that many presentations are done in total. Returns the
-    summary (also written to ``out/summary.json``)."""
+    """Train into ``out`` (``config``: a YAML path, mapping or None, over the default);
+    ``resume`` from ``out/checkpoint.pt``; ``stop_after`` (with a checkpoint) that many
+    presentations in total. Returns the summary (also ``out/summary.json``)."""
     config, out = load(config), Path(out)
     if stop_after is not None:
         check_int("stop_after", stop_after, 0)
@@ -345,42 +281,11 @@ def run(config: str | Path | Mapping[str, Any] | None, out: str | Path, *,
         if current["presentation"] < stop:
             train(setup, current, config, out, stop, progress)
         summary = summarise(setup, current, config, time.perf_counter() - started)
-    figures(out, summary, current["history"], setup)
+    plots.fa_z_il_figures(out, summary, current["history"], setup.per_epoch,
+                          setup.network.L)
     summary = jsonable(summary)
-    with (out / "summary.json").open("w") as fh:
-        json.dump(summary, fh, indent=2, allow_nan=False)
+    write_summary(out, summary)
     return summary
-
-
-def report(summary: Mapping[str, Any]) -> str:
-    """A few lines: accuracies, gap, weight divergence, gate activity, time."""
-    s, t, n = summary, summary["task"], summary["network"]
-    div = s["final_weight_divergence_relative"]
-    lines = [
-        f"task {t['name']}: {t['classes']} classes, {t['train']} train / {t['test']} test "
-        f"(chance {100 * t['chance_accuracy']:.1f}%); network {n['widths']} {n['activation']}, "
-        f"B = {s['batch']}, η = {s['eta']:g}",
-        f"after {s['presentations']} presentations ({s['epochs']:g} epochs"
-        + ("" if s["complete"] else f", of {s['presentations_planned']} planned")
-        + f"): test accuracy Fa-Z-IL {100 * s['fa_z_il_test_accuracy']:.2f}%, backprop "
-        f"{100 * s['backprop_test_accuracy']:.2f}% (gap {s['accuracy_gap_pp']:.2f} pp, "
-        f"{'within' if s['within_1pp'] else 'NOT within'} {s['tolerance_pp']:g} pp)",
-        "weights: ‖θ_PC − θ_bp‖₁ / ‖θ_bp − θ_0‖₁ = " + ("—" if div is None else f"{div:.2e}")]
-    if s.get("learn_gates_per_layer"):
-        opened = ", ".join(f"layer {l} at step {', '.join(map(str, v['open_at_steps']))}"
-                           for l, v in sorted(s["learn_gates_per_layer"].items(),
-                                              key=lambda kv: -int(kv[0])))
-        settle = s["prediction_settle_time"]
-        lines += [
-            f"gate: max during prediction {s['max_gate_during_prediction']:g}; during learning "
-            f"{'every' if s['every_gate_opened_on_exactly_one_step'] else 'NOT every'} unit's "
-            f"gate opened on exactly one step ({opened})",
-            f"prediction settles in t = {settle['min']:g}–{settle['max']:g} τ_x "
-            f"({'all' if s['prediction_all_converged'] else 'NOT all'} converged), hidden |ε| "
-            f"left ≤ {s['max_hidden_error_after_prediction']:.1e} (quiet below θ = "
-            f"{s['gate_quiet_threshold']:.1e}, arrival above hθ = "
-            f"{s['gate_arrival_threshold']:.1e})"]
-    return "\n".join(lines + [f"{s['seconds']:.1f} s"])
 
 
 def main(argv: list[str] | None = None) -> int:
