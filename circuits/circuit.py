@@ -9,6 +9,8 @@ axes, so it can be applied to a whole recorded trajectory ``[T, S, ...]`` at onc
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from enum import Enum
+import types
 
 import torch
 
@@ -68,8 +70,53 @@ class Circuit(ABC):
     def roles(self) -> dict[str, Role]:
         return {p.name: p.role for p in self.populations}
 
+    def take(self, index: torch.Tensor) -> "Circuit":
+        """This circuit restricted to the replicas ``index`` (a 1-D long tensor of replica
+        indices): what :func:`solvers.solve` calls to shrink a batch once replicas have stopped.
+
+        Every per-replica tensor leads with the replica axis S (parameters ``[S, 1, 1]``, drives
+        ``[S, B, n]``, per-replica matrices ``[S, n, m]``); shared ones lead with 1 or have no
+        replica axis (a matrix shared by all replicas is stored ``[n, m]``). So a tensor is
+        indexed when it has at least 3 dimensions and S leading ones; the forward network,
+        lists, tuples and dicts are walked. A circuit that keeps per-replica data in another
+        form overrides this."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        return _take(self, index, self.S)
+
     def __call__(self, t: float, y: State) -> State:
         return self.vector_field(t, y)
+
+
+def _take(value, index: torch.Tensor, S: int):
+    """``value`` with every per-replica tensor (≥ 3-D, leading S) restricted to ``index``."""
+    if isinstance(value, torch.Tensor):
+        if value.dim() >= 3 and value.shape[0] == S and S > 1:
+            return value[index.to(value.device)]
+        return value
+    if isinstance(value, (list, tuple)) and not isinstance(value, str):
+        items = [_take(v, index, S) for v in value]
+        return items if isinstance(value, list) else type(value)(items) \
+            if not hasattr(value, "_fields") else type(value)(*items)
+    if isinstance(value, dict):
+        return {k: _take(v, index, S) for k, v in value.items()}
+    if isinstance(value, (Circuit, ForwardNetwork)) or _is_replica_holder(value):
+        new = object.__new__(type(value))
+        new.__dict__.update({k: _take(v, index, S) for k, v in value.__dict__.items()})
+        n = int(index.numel())
+        if isinstance(value, ForwardNetwork):
+            if value.replicas == S:
+                new.replicas = n
+        elif getattr(value, "S", None) == S:
+            new.S = n
+        return new
+    return value
+
+
+def _is_replica_holder(value) -> bool:
+    """Objects held by circuits that carry per-replica tensors themselves (feedback and
+    decoder objects): instances of this package's classes (not functions or methods)."""
+    return hasattr(value, "__dict__") and type(value).__module__.startswith("circuits.") \
+        and not isinstance(value, (Enum, Population, types.FunctionType, types.MethodType))
 
 
 class CreditCircuit(Circuit):

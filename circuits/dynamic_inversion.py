@@ -211,6 +211,10 @@ class DynamicInversion(_InversionCircuit):
     δ_ℓ), ``credit_ℓ`` (ℓ = 1..L) and the forward rates ``r_ℓ``.
     """
 
+    #: The settle is affine in the state at a fixed input (the forward pass and φ' are fixed):
+    #: :func:`solvers.solve` may step it with its exact flow (``method="affine"`` / ``"auto"``).
+    affine = True
+
     def __init__(self, network: ForwardNetwork, x: torch.Tensor,
                  target: torch.Tensor | None = None, *, output_error: torch.Tensor | None = None,
                  alpha=1e-3, k_i=1.0, k_p=0.0, tau_u=1.0, tau_delta=1.0,
@@ -327,6 +331,11 @@ class SingleLoopDynamicInversion(_InversionCircuit):
     ``[S, n_1, n_L]`` (e.g. the product of stabilised per-layer feedbacks) also work.
     Credits: ``φ'(a_ℓ) ⊙ δ_ℓ`` as in layer-wise DI.
     """
+
+    @property
+    def affine(self) -> bool:
+        """Affine in the state with the linear carry (ψ = identity), not with ψ = φ."""
+        return self.carry_name == "linear"
 
     def __init__(self, network: ForwardNetwork, x: torch.Tensor,
                  target: torch.Tensor | None = None, *, output_error: torch.Tensor | None = None,

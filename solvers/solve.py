@@ -15,8 +15,18 @@ Per replica, every ``check_every`` steps (one host sync per check, none inside a
   circuits when comparing against a closed form.
 * **reached_t1**: still running at ``t1``.
 
-Frozen replicas keep being carried through the batched arithmetic (that is what makes the batch
-one kernel), but their state no longer changes.
+Frozen replicas are carried through the batched arithmetic (that is what makes the batch one
+kernel) until at most ``compact`` (default half) of the batch still runs; then the running
+replicas are gathered into a smaller batch — their state, and through ``circuit.take`` their
+per-replica parameters, drives and weights — and everything is scattered back at the end. A
+sweep then costs about the sum of its replicas' own settle steps, with results equal bit for bit
+to those without compaction (the rows of a batched step do not depend on the other rows; the
+exact affine flow agrees to rounding, ~1e-14, because a batched matmul of another size may round
+differently). Plain callables (no ``take``) are never compacted.
+
+``method="affine"`` steps a circuit that declares an affine field with its exact flow
+(:mod:`solvers.affine`); ``method="auto"`` picks it (on a doubling grid) where it applies, else
+exponential Euler or Euler.
 """
 from __future__ import annotations
 
@@ -30,8 +40,9 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .implicit import IMPLICIT, ImplicitEulerStep
-from .methods import ADAPTIVE, get_method, rk_step
+from .affine import AFFINE, AffineFlow, is_affine
+from .implicit import IMPLICIT, MAX_SIZE, ImplicitEulerStep
+from .methods import ADAPTIVE, METHODS, get_method, rk_step
 from .state import Layout, State
 
 
@@ -112,6 +123,30 @@ class _Grid:
         return math.log1p((t - self.t0) * (self.g - 1) / self.dt) / math.log(self.g)
 
 
+def _auto_method(f: Any, layout: Layout, leak_fn: Callable | None) -> tuple[str, float]:
+    """``method="auto"``: the exact flow on a doubling grid for a circuit that declares an affine
+    field (and is small enough for a per-replica Jacobian), else exponential Euler where the
+    circuit declares a leak, else Euler (both need ``dt``). Returns (method, dt_growth)."""
+    if is_affine(f) and layout.size <= MAX_SIZE:
+        return AFFINE, 2.0
+    return ("exp_euler" if leak_fn is not None else "euler"), 1.0
+
+
+def _compiled_chunk(step: Callable, steps: int, device: torch.device) -> Callable:
+    """``steps`` steps of ``step`` as one compiled function ``(y, t, h, mask) -> (y, k1,
+    y_prev)`` (frozen entries, ``mask`` False, kept): :func:`torch.compile` fuses the chunk's
+    elementwise work into a few loops on a CPU; on CUDA ``mode="reduce-overhead"`` also captures
+    it as a CUDA graph (one launch per chunk)."""
+    def chunk(y: torch.Tensor, t: float, h: float, mask: torch.Tensor):
+        k1 = y_prev = y
+        for j in range(steps):
+            y_new, k1 = step(t + j * h, y, h)
+            y_prev, y = y, torch.where(mask, y_new, y)
+        return y, k1, y_prev
+    mode = "reduce-overhead" if device.type == "cuda" else None
+    return torch.compile(chunk, mode=mode)
+
+
 def _save_plan(t0: float, t1: float, dt: float, n_steps: int, save_every: int | None,
                save_at: Sequence[float] | torch.Tensor | None, grid: _Grid | None = None
                ) -> tuple[list[float], dict[int, list[tuple[int, float]]]]:
@@ -159,7 +194,8 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
           observe: Callable[[State], State] | None = None,
           progress: bool | None = None, adaptive_rtol: float = 1e-7,
           adaptive_atol: float = 1e-9, dt_growth: float = 1.0,
-          jacobian_every: int | None = 1) -> Solution:
+          jacobian_every: int | None = 1, compact: float | None = 0.5,
+          compile: bool = False) -> Solution:
     """Integrate ``dy/dt = f(t, y)`` from ``y(t0) = y0`` to ``t1``.
 
     Args:
@@ -173,7 +209,13 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
             ``implicit_euler`` (linearly implicit Euler, A- and L-stable; builds a ``D × D``
             Jacobian per replica, so ``D ≤ 4096``, see :mod:`solvers.implicit`), the
             exponential Rosenbrock–Euler ``exp_rosenbrock`` (exact for affine fields), or one of
-            torchdiffeq's adaptive methods (``dopri5`` ...), see :mod:`solvers.adapter`.
+            torchdiffeq's adaptive methods (``dopri5`` ...), see :mod:`solvers.adapter`;
+            ``affine``: the exact flow of a circuit that declares an affine field
+            (``affine = True``: DI, SDI with the linear carry), see :mod:`solvers.affine` (``dt``
+            may be omitted: the fastest time scale is used); ``auto``: ``affine`` on the doubling
+            grid (``dt_growth = 2``, checked every step) where the circuit declares it, else
+            ``exp_euler`` where it declares a leak, else ``euler`` (those need ``dt``). The
+            fastest settle to a tolerance without knowing the method names.
         save_every: record every n-th step (t0 and t1 are always recorded). Default: only t0, t1.
         save_at: record at these times instead (linear interpolation between steps).
         steady_state: stop a replica when ``‖dy/dt‖ ≤ atol + rtol‖y‖``. Defaults depend on the
@@ -185,17 +227,26 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
         observe: record ``observe(y)`` instead of ``y`` (e.g. a few populations or norms), so
             memory grows with what is saved, not with the state.
         progress: tqdm bar; ``None`` shows it on a terminal only.
-        dt_growth: implicit methods only: step i is ``dt · dt_growthⁱ`` (a geometric grid, so
+        dt_growth: implicit methods and ``affine`` only: step i is ``dt · dt_growthⁱ`` (a geometric grid, so
             a stiff circuit is resolved early and reaches a slow steady state in a number of
             steps logarithmic in the settle time, which is then known to within the last step).
         jacobian_every: implicit methods only: recompute the Jacobian every n steps; ``None``
             builds it once (exact for fields affine in y, the cheapest by far).
+        compact: once at most this fraction of the batch still runs (at a check), continue with
+            the running replicas only (see above); ``None`` never shrinks the batch. Needs a
+            circuit with ``take`` (every :class:`circuits.Circuit`).
+        compile: run each chunk of ``check_every`` steps of a fixed-step tableau as one
+            :func:`torch.compile` d function (a CUDA graph on a GPU). Compiling costs ~10 s on a
+            CPU and saves ~40 % of a small circuit's step there, so it repays only runs of
+            ~10⁵ steps and more (``benchmarks/compile_chunk.py`` measures the break-even); off
+            by default. Turns compaction off (a new batch size would compile again).
     """
     vector_field, leak_fn = _vector_field(f)
     layout = Layout(y0)
-    for name, v in y0.items():
-        if not torch.isfinite(v).all():
-            raise ValueError(f"y0[{name!r}]: received non-finite values, expected finite numbers")
+    finite = torch.stack([torch.isfinite(v).all() for v in y0.values()])
+    if not bool(finite.all()):                                  # one host sync for all of y0
+        name = layout.names[int(torch.nonzero(~finite)[0])]
+        raise ValueError(f"y0[{name!r}]: received non-finite values, expected finite numbers")
     for name, v in (("t0", t0), ("t1", t1)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise ValueError(f"{name}: received {v!r}, expected a finite number")
@@ -217,44 +268,76 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
                               atol=adaptive_atol, steady_atol=atol, steady_rtol=rtol,
                               steady_state=steady_state, divergence_bound=divergence_bound,
                               observe=observe)
-    tableau = get_method(method)
-    if dt is None:
+    owner = getattr(f, "__self__", f)             # the circuit, when given its vector field
+    compactable = hasattr(owner, "take") and hasattr(owner, "vector_field")
+    if compact is not None:
+        if isinstance(compact, bool) or not isinstance(compact, (int, float)) \
+                or not 0 < compact < 1:
+            raise ValueError(f"compact: received {compact!r}, expected a fraction in (0, 1) "
+                             "(shrink the batch once at most this share of it still runs) or "
+                             "None (never)")
+    S = layout.replicas
+    if method == "auto":
+        method, auto_growth = _auto_method(f, layout, leak_fn)
+        if dt_growth == 1.0:
+            dt_growth = auto_growth
+        if method == AFFINE and check_every == 10:
+            check_every = 1                           # few, long steps: check each one
+    affine = method == AFFINE
+    tableau = None if affine else get_method(method)
+    if dt is None and not affine:
         raise ValueError(f"dt: received None, expected a step size > 0 for method {method!r}")
-    _positive("dt", dt)
-    dt = float(dt)
-    implicit = getattr(tableau, "implicit", False)
+    if dt is not None:
+        _positive("dt", dt)
+    implicit = affine or getattr(tableau, "implicit", False)
     if isinstance(dt_growth, bool) or not isinstance(dt_growth, (int, float)) \
             or not math.isfinite(dt_growth) or dt_growth < 1 \
             or (dt_growth != 1 and not implicit):
         raise ValueError(f"dt_growth: received {dt_growth!r} with method {method!r}, expected a "
                          "finite number ≥ 1, and 1 unless method is one of "
-                         f"{sorted(IMPLICIT)} (a growing step breaks explicit methods)")
-    if jacobian_every != 1 and not implicit:
+                         f"{sorted(IMPLICIT) + [AFFINE]} (a growing step breaks explicit methods)")
+    if jacobian_every != 1 and (affine or not implicit):
         raise ValueError(f"jacobian_every: received {jacobian_every!r} with method {method!r}, "
                          f"expected 1 (the default) unless method is one of {sorted(IMPLICIT)}")
+
+    y = layout.pack(y0)
+    stepper: Any = None
+    if affine:
+        if not is_affine(f):
+            raise ValueError(f"method: received {AFFINE!r} for {type(owner).__name__}, which does "
+                             "not declare an affine field (affine = True); expected a circuit "
+                             "whose dynamics are affine in its state at a fixed input "
+                             "(DynamicInversion, SingleLoopDynamicInversion with carry='linear', "
+                             "...), or use 'exp_rosenbrock' / an explicit method")
+        stepper = AffineFlow(layout, vector_field, t0, y)
+        if dt is None:      # the fastest time scale: the settle time is then known to a step
+            dt = float(1.0 / stepper.A.abs().sum(-1).amax().clamp_min(1e-300))
+    dt = float(dt)
     grid = _Grid(t0, dt, float(dt_growth))
     n_steps = max(1, math.ceil(grid.position(t1) - 1e-9))
     times, plan = _save_plan(t0, t1, dt, n_steps, save_every, save_at, grid)
     slot_steps = sorted((j, s) for j, ss in plan.items() for s, _ in ss)
     slot_steps = [j for j, _ in slot_steps]
 
-    S = layout.replicas
-    leak = None
-    if tableau.exponential and leak_fn is not None:
-        rates = leak_fn(y0)
-        leak = layout.pack({n: torch.as_tensor(rates.get(n, 0.0), dtype=layout.dtype,
-                                               device=layout.device).expand_as(y0[n])
-                            for n in layout.names})
+    def leak_of(lay: Layout, yf: torch.Tensor, leak_fn: Callable | None) -> torch.Tensor | None:
+        if tableau is None or not tableau.exponential or leak_fn is None:
+            return None
+        rates = leak_fn(lay.unpack(yf))
+        return lay.pack({n: torch.as_tensor(rates.get(n, 0.0), dtype=lay.dtype,
+                                            device=lay.device).expand(lay.replicas, *sh)
+                         for n, sh in zip(lay.names, lay.shapes)})
 
-    def flat_field(t: float, y: torch.Tensor) -> torch.Tensor:
-        return layout.pack(vector_field(t, layout.unpack(y)))
+    def make_step(lay: Layout, field: Callable, leak: torch.Tensor | None):
+        if stepper is not None:
+            return lambda t, y, h: stepper(t, y, h)                   # noqa: E731
+        flat_field = (lambda t, v: lay.pack(field(t, lay.unpack(v))))  # noqa: E731
+        return lambda t, y, h: rk_step(tableau, flat_field, t, y, h, leak)   # noqa: E731
 
-    if implicit:
-        implicit_step = ImplicitEulerStep(layout, vector_field, method, jacobian_every)
-        step = lambda t, y, h: implicit_step(t, y, h)               # noqa: E731
-    else:
-        step = lambda t, y, h: rk_step(tableau, flat_field, t, y, h, leak)   # noqa: E731
+    if implicit and not affine:
+        stepper = ImplicitEulerStep(layout, vector_field, method, jacobian_every)
+    step = make_step(layout, vector_field, leak_of(layout, y, leak_fn))
 
+    full_layout = layout
     record: Callable[[torch.Tensor], torch.Tensor]
     if observe is None:
         rec_layout, record = layout, (lambda y: y)
@@ -262,24 +345,61 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
         rec_layout = Layout(observe(dict(y0)))
 
         def record(y: torch.Tensor) -> torch.Tensor:
-            return rec_layout.pack(observe(layout.unpack(y)))
+            return rec_layout.pack(observe(full_layout.unpack(y)))
 
-    y = layout.pack(y0)
+    # The running batch: ``index`` maps it to the caller's replicas once it has been compacted
+    # (None before); ``y_full`` then holds the final states of the replicas that left it.
+    index: torch.Tensor | None = None
+    y_full: torch.Tensor | None = None
+    status_full = torch.full((S,), int(Status.REACHED_T1), dtype=torch.int8,
+                             device=layout.device)
+    t_stop_full = torch.full((S,), t1, dtype=layout.dtype, device=layout.device)
+
+    def to_full(yc: torch.Tensor) -> torch.Tensor:
+        if index is None:
+            return yc
+        return full_layout.scatter(y_full, index, layout.unpack(yc))
+
+    def at(i: int, w: float, y_i: torch.Tensor, y_next: torch.Tensor) -> torch.Tensor:
+        if w == 0.0:
+            return y_i
+        if affine:                      # exact between grid times
+            return stepper.advance(y_i, w * (min(grid.time(i + 1), t1) - grid.time(i)))
+        return torch.lerp(y_i, y_next, w)
+
     buffer = torch.empty(len(times), rec_layout.numel, dtype=layout.dtype, device=layout.device)
     y_good = y.clone()
     active = torch.ones(S, dtype=torch.bool, device=layout.device)
     active_entries = None            # None while every replica runs: no per-step masking
-    status = torch.full((S,), int(Status.REACHED_T1), dtype=torch.int8, device=layout.device)
-    t_stop = torch.full((S,), t1, dtype=layout.dtype, device=layout.device)
+    status = status_full.clone()
+    t_stop = t_stop_full.clone()
     first_unchecked_slot = 0
-    evaluations = 0
+    evaluations = replica_steps = compactions = 0
     start = time.perf_counter()
-    bar = tqdm(total=n_steps, disable=(None if progress is None else not progress),
-               unit="step", leave=False, desc=f"solve[{method}]")
+    bar = (tqdm(total=n_steps, disable=(None if progress is None else not progress),
+                unit="step", leave=False, desc=f"solve[{method}]")
+           if progress is not False else None)
     i = 0
     k1 = y_prev = y
+    compiled = None
+    all_running = torch.ones_like(y, dtype=torch.bool) if compile else None
+    if compile:
+        if tableau is None or getattr(tableau, "implicit", False) or grid.g != 1.0:
+            raise ValueError(f"compile: received True with method {method!r}, expected a "
+                             f"fixed-step tableau ({sorted(METHODS)}) on a uniform grid")
+        compact = None                  # a new batch size would compile the chunk again
+        compiled = _compiled_chunk(step, check_every, layout.device)
+    saved_steps = set(plan)
     while i < n_steps:
         chunk_end = min(i + check_every, n_steps)
+        if compiled is not None and chunk_end - i == check_every \
+                and (chunk_end < n_steps or t1 - grid.time(n_steps - 1) > dt * (1 - 1e-9)) \
+                and not saved_steps.intersection(range(i, chunk_end)):
+            mask = active_entries if active_entries is not None else all_running
+            y, k1, y_prev = compiled(y, t0 + i * dt, dt, mask)
+            evaluations += tableau.stages * check_every
+            replica_steps += layout.replicas * check_every
+            i = chunk_end
         while i < chunk_end:
             if grid.g == 1.0:
                 t = t0 + i * dt
@@ -288,13 +408,14 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
                 t, h = grid.time(i), grid.time(i + 1) - grid.time(i)
                 h = h if i < n_steps - 1 or t1 - t > h * (1 - 1e-9) else t1 - t
             y_new, k1 = step(t, y, h)
-            evaluations += tableau.stages
+            evaluations += tableau.stages if tableau is not None else 1
+            replica_steps += layout.replicas
             if active_entries is not None:
                 y_new = torch.where(active_entries, y_new, y)
             saves = plan.get(i)
             if saves:
                 for slot, w in saves:
-                    buffer[slot] = record(y if w == 0.0 else torch.lerp(y, y_new, w))
+                    buffer[slot] = record(to_full(at(i, w, y, y_new)))
             y_prev, y = y, y_new
             i += 1
         # -- per-replica stopping, once per chunk ------------------------------------------
@@ -311,24 +432,64 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
         t_stop = torch.where(stopped, torch.as_tensor(t, dtype=layout.dtype), t_stop)
         active = active & ~stopped
         last_slot = bisect.bisect_left(slot_steps, i) - 1   # slots recorded so far
-        any_active, any_stopped, any_diverged = torch.stack(
-            [active.any(), stopped.any(), newly_diverged.any()]).tolist()
+        n_active, any_stopped, any_diverged = torch.stack(
+            [active.sum(), stopped.any(), newly_diverged.any()]).tolist()
         if any_diverged:
             # Roll diverged replicas back to their last checked state, in y and in the record.
             back = layout.spread(newly_diverged)
             y = torch.where(back, y_good, y)
             if last_slot >= first_unchecked_slot:
                 rows = slice(first_unchecked_slot, last_slot + 1)
-                rec_back = back if observe is None else rec_layout.spread(newly_diverged)
-                buffer[rows] = torch.where(rec_back, record(y_good), buffer[rows])
+                gone = newly_diverged if index is None else torch.zeros(
+                    S, dtype=torch.bool, device=layout.device).index_fill(
+                    0, index[newly_diverged], True)
+                rec_back = (full_layout if observe is None else rec_layout).spread(gone)
+                buffer[rows] = torch.where(rec_back, record(to_full(y_good)), buffer[rows])
         if any_stopped:
             active_entries = layout.spread(active)
         first_unchecked_slot = last_slot + 1
         y_good.copy_(y)
-        bar.update(chunk_end - bar.n)
-        if not any_active:
+        if bar is not None:
+            bar.update(chunk_end - bar.n)
+        if not n_active:
             break
-    bar.close()
+        if compact is not None and compactable and n_active <= compact * layout.replicas \
+                and i < n_steps:
+            # -- shrink the batch to the running replicas (their parameters, drives and
+            #    weights with them: circuit.take), scattering the stopped ones out ------------
+            keep = torch.nonzero(active).flatten()
+            if index is None:
+                index = torch.arange(S, device=layout.device)
+                y_full = y.clone()
+            y_full = full_layout.scatter(y_full, index, layout.unpack(y))
+            status_full[index] = status
+            t_stop_full[index] = t_stop
+            index = index[keep]
+            owner = owner.take(keep)
+            vector_field, leak_fn = _vector_field(owner)
+            new_layout = layout.subset(keep.numel())
+            y = new_layout.pack({n: v[keep] for n, v in layout.unpack(y).items()})
+            y_good = y.clone()
+            if affine:
+                stepper = stepper.take(keep, new_layout, vector_field)
+            elif stepper is not None:
+                old = stepper
+                stepper = ImplicitEulerStep(new_layout, vector_field, method, jacobian_every)
+                stepper.J = None if old.J is None else old.J[keep]
+                stepper.steps, stepper.jacobians = old.steps, old.jacobians
+            layout = new_layout
+            step = make_step(layout, vector_field, leak_of(layout, y, leak_fn))
+            status, t_stop = status[keep], t_stop[keep]
+            active = torch.ones(keep.numel(), dtype=torch.bool, device=layout.device)
+            active_entries = None
+            compactions += 1
+    if bar is not None:
+        bar.close()
+    if index is not None:                                 # scatter the last batch back
+        y = full_layout.scatter(y_full, index, layout.unpack(y))
+        status_full[index] = status
+        t_stop_full[index] = t_stop
+        status, t_stop, layout = status_full, t_stop_full, full_layout
     # Slots after an early exit hold the frozen state; the slot at n_steps holds y(t1).
     if first_unchecked_slot < len(times):
         buffer[first_unchecked_slot:] = record(y)
@@ -338,4 +499,5 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
         ys=rec_layout.unpack(buffer), y1={k: v.clone() for k, v in layout.unpack(y).items()},
         status=status.long(), t_stop=t_stop,
         stats={"steps": i, "evaluations": evaluations, "seconds": seconds, "method": method,
-               "dt": dt, "dt_growth": grid.g, "replicas": S})
+               "dt": dt, "dt_growth": grid.g, "replicas": S, "replica_steps": replica_steps,
+               "compactions": compactions})

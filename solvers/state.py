@@ -87,6 +87,25 @@ class Layout:
         return torch.cat([per_replica[..., :, None].expand(*lead, self.replicas, n)
                           .reshape(*lead, -1) for n in self.sizes], dim=-1)
 
+    def subset(self, replicas: int) -> "Layout":
+        """The same populations for another number of replicas (a compacted batch)."""
+        new = object.__new__(Layout)
+        new.__dict__.update(self.__dict__)
+        new.replicas = replicas
+        new.blocks = [replicas * n for n in self.sizes]
+        new.numel = sum(new.blocks)
+        return new
+
+    def scatter(self, flat: torch.Tensor, index: torch.Tensor,
+                part: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """A copy of ``flat [N]`` with replicas ``index`` replaced by ``part``
+        (``{name: [len(index), ...]}``)."""
+        out = flat.clone()
+        views = self.unpack(out)
+        for n in self.names:
+            views[n][index] = part[n]
+        return out
+
     # -- replica-major [S, D] (one vector per replica) ----------------------------------------
 
     def pack_by_replica(self, state: Mapping[str, torch.Tensor]) -> torch.Tensor:
