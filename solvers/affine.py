@@ -48,7 +48,7 @@ class AffineFlow:
 
     ``field(t, {name: [S, ...]})`` is the vector field; it is linearised once at ``(t0, y0)``
     (``y0`` flat). Calling the flow with ``(t, y, h)`` returns ``(y(t + h), f(t, y))`` like
-    :func:`solvers.methods.rk_step`."""
+    :func:`solvers.methods.rk_step`, except that the rate is taken at ``y(t + h)``."""
 
     def __init__(self, layout: Layout, field: Callable, t0: float, y0: torch.Tensor, *,
                  check: bool = True):
@@ -124,8 +124,11 @@ class AffineFlow:
         return self._apply(torch.linalg.matrix_exp(self.A * h), y)
 
     def __call__(self, t: float, y: torch.Tensor, h: float) -> tuple[torch.Tensor, torch.Tensor]:
-        k1 = self.layout.pack(self.field(t, self.layout.unpack(y)))
-        return self._apply(self.propagator(h), y), k1
+        """``(y(t + h), f(t + h, y(t + h)))``: the rate at the *end* of the step (an explicit
+        step returns it at the start), so a stopping check after a long exact step judges the
+        state the step reached."""
+        new = self._apply(self.propagator(h), y)
+        return new, self.layout.pack(self.field(t + h, self.layout.unpack(new)))
 
     def take(self, keep: torch.Tensor, layout: Layout, field: Callable) -> "AffineFlow":
         """The same flow for the replicas ``keep`` (indices into the current ones)."""

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from .affine import AFFINE, AffineFlow, is_affine
 from .implicit import IMPLICIT, MAX_SIZE, ImplicitEulerStep
-from .methods import ADAPTIVE, METHODS, get_method, rk_step
+from .methods import ADAPTIVE, METHODS, get_method, phi1, rk_step
 from .state import Layout, State
 
 
@@ -123,13 +123,14 @@ class _Grid:
         return math.log1p((t - self.t0) * (self.g - 1) / self.dt) / math.log(self.g)
 
 
-def _auto_method(f: Any, layout: Layout, leak_fn: Callable | None) -> tuple[str, float]:
-    """``method="auto"``: the exact flow on a doubling grid for a circuit that declares an affine
-    field (and is small enough for a per-replica Jacobian), else exponential Euler where the
-    circuit declares a leak, else Euler (both need ``dt``). Returns (method, dt_growth)."""
-    if is_affine(f) and layout.size <= MAX_SIZE:
+def auto_method(f: Any, y0: Mapping[str, torch.Tensor]) -> tuple[str, float]:
+    """What ``method="auto"`` integrates ``f`` from ``y0`` with: the exact flow on a doubling
+    grid for a circuit that declares an affine field (and is small enough for a per-replica
+    Jacobian), else exponential Euler where the circuit declares a leak, else Euler (both need
+    ``dt``). Returns ``(method, dt_growth)``."""
+    if is_affine(f) and Layout(y0).size <= MAX_SIZE:
         return AFFINE, 2.0
-    return ("exp_euler" if leak_fn is not None else "euler"), 1.0
+    return ("exp_euler" if _vector_field(f)[1] is not None else "euler"), 1.0
 
 
 def _compiled_chunk(step: Callable, steps: int, device: torch.device) -> Callable:
@@ -243,9 +244,9 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
     """
     vector_field, leak_fn = _vector_field(f)
     layout = Layout(y0)
-    finite = torch.stack([torch.isfinite(v).all() for v in y0.values()])
-    if not bool(finite.all()):                                  # one host sync for all of y0
-        name = layout.names[int(torch.nonzero(~finite)[0])]
+    y = layout.pack(y0)
+    if not bool(torch.isfinite(y).all()):                       # one host sync for all of y0
+        name = next(n for n, v in y0.items() if not bool(torch.isfinite(v).all()))
         raise ValueError(f"y0[{name!r}]: received non-finite values, expected finite numbers")
     for name, v in (("t0", t0), ("t1", t1)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
@@ -278,7 +279,7 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
                              "None (never)")
     S = layout.replicas
     if method == "auto":
-        method, auto_growth = _auto_method(f, layout, leak_fn)
+        method, auto_growth = auto_method(f, y0)
         if dt_growth == 1.0:
             dt_growth = auto_growth
         if method == AFFINE and check_every == 10:
@@ -296,11 +297,11 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
         raise ValueError(f"dt_growth: received {dt_growth!r} with method {method!r}, expected a "
                          "finite number ≥ 1, and 1 unless method is one of "
                          f"{sorted(IMPLICIT) + [AFFINE]} (a growing step breaks explicit methods)")
-    if jacobian_every != 1 and (affine or not implicit):
+    if jacobian_every != 1 and not (implicit and not affine) \
+            and not (affine and jacobian_every is None):       # the exact flow: one Jacobian
         raise ValueError(f"jacobian_every: received {jacobian_every!r} with method {method!r}, "
                          f"expected 1 (the default) unless method is one of {sorted(IMPLICIT)}")
 
-    y = layout.pack(y0)
     stepper: Any = None
     if affine:
         if not is_affine(f):
@@ -331,6 +332,18 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
         if stepper is not None:
             return lambda t, y, h: stepper(t, y, h)                   # noqa: E731
         flat_field = (lambda t, v: lay.pack(field(t, lay.unpack(v))))  # noqa: E731
+        if tableau.exponential and leak is not None:
+            factors: dict[float, torch.Tensor] = {}    # h φ₁(−hλ) per step size, computed once
+
+            def exponential_euler(t: float, y: torch.Tensor, h: float):
+                factor = factors.get(h)
+                if factor is None:
+                    if len(factors) > 3:                 # a shortened last step, a phase
+                        factors.clear()
+                    factor = factors[h] = h * phi1(-h * leak)
+                k1 = flat_field(t, y)
+                return torch.addcmul(y, factor, k1), k1
+            return exponential_euler
         return lambda t, y, h: rk_step(tableau, flat_field, t, y, h, leak)   # noqa: E731
 
     if implicit and not affine:
@@ -350,10 +363,7 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
     # The running batch: ``index`` maps it to the caller's replicas once it has been compacted
     # (None before); ``y_full`` then holds the final states of the replicas that left it.
     index: torch.Tensor | None = None
-    y_full: torch.Tensor | None = None
-    status_full = torch.full((S,), int(Status.REACHED_T1), dtype=torch.int8,
-                             device=layout.device)
-    t_stop_full = torch.full((S,), t1, dtype=layout.dtype, device=layout.device)
+    y_full = status_full = t_stop_full = None
 
     def to_full(yc: torch.Tensor) -> torch.Tensor:
         if index is None:
@@ -368,11 +378,11 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
         return torch.lerp(y_i, y_next, w)
 
     buffer = torch.empty(len(times), rec_layout.numel, dtype=layout.dtype, device=layout.device)
-    y_good = y.clone()
+    y_good = y                       # the state at the last check (steps make new tensors)
     active = torch.ones(S, dtype=torch.bool, device=layout.device)
     active_entries = None            # None while every replica runs: no per-step masking
-    status = status_full.clone()
-    t_stop = t_stop_full.clone()
+    status = torch.full((S,), int(Status.REACHED_T1), dtype=torch.int8, device=layout.device)
+    t_stop = torch.full((S,), t1, dtype=layout.dtype, device=layout.device)
     first_unchecked_slot = 0
     evaluations = replica_steps = compactions = 0
     start = time.perf_counter()
@@ -425,7 +435,9 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
         stopped = newly_diverged
         if steady_state:
             rate = layout.replica_norm(k1)
-            newly_converged = active & ~bad & (rate <= atol + rtol * layout.replica_norm(y_prev))
+            # the rate k1 is f at the step's start (y_prev), for the exact flow at its end (y)
+            size = layout.replica_norm(y if affine else y_prev)
+            newly_converged = active & ~bad & (rate <= atol + rtol * size)
             status = torch.where(newly_converged, int(Status.CONVERGED), status).to(torch.int8)
             stopped = stopped | newly_converged
         status = torch.where(newly_diverged, int(Status.DIVERGED), status).to(torch.int8)
@@ -448,7 +460,7 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
         if any_stopped:
             active_entries = layout.spread(active)
         first_unchecked_slot = last_slot + 1
-        y_good.copy_(y)
+        y_good = y
         if bar is not None:
             bar.update(chunk_end - bar.n)
         if not n_active:
@@ -460,7 +472,7 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
             keep = torch.nonzero(active).flatten()
             if index is None:
                 index = torch.arange(S, device=layout.device)
-                y_full = y.clone()
+                y_full, status_full, t_stop_full = y, status.clone(), t_stop.clone()
             y_full = full_layout.scatter(y_full, index, layout.unpack(y))
             status_full[index] = status
             t_stop_full[index] = t_stop
@@ -469,7 +481,7 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
             vector_field, leak_fn = _vector_field(owner)
             new_layout = layout.subset(keep.numel())
             y = new_layout.pack({n: v[keep] for n, v in layout.unpack(y).items()})
-            y_good = y.clone()
+            y_good = y
             if affine:
                 stepper = stepper.take(keep, new_layout, vector_field)
             elif stepper is not None:
@@ -496,7 +508,7 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
     seconds = time.perf_counter() - start
     return Solution(
         ts=torch.tensor(times, dtype=layout.dtype, device=layout.device),
-        ys=rec_layout.unpack(buffer), y1={k: v.clone() for k, v in layout.unpack(y).items()},
+        ys=rec_layout.unpack(buffer), y1=dict(layout.unpack(y)),
         status=status.long(), t_stop=t_stop,
         stats={"steps": i, "evaluations": evaluations, "seconds": seconds, "method": method,
                "dt": dt, "dt_growth": grid.g, "replicas": S, "replica_steps": replica_steps,

@@ -74,12 +74,17 @@ class Layout:
 
     def replica_norm(self, flat: torch.Tensor) -> torch.Tensor:
         """Euclidean norm of each replica's whole state: ``[..., N]`` → ``[..., S]``."""
-        sq = sum(b.pow(2).sum(-1) for b in self._per_replica_blocks(flat))
-        return sq.sqrt()
+        blocks = self._per_replica_blocks(flat)
+        if len(blocks) == 1:
+            return torch.linalg.vector_norm(blocks[0], dim=-1)
+        return torch.linalg.vector_norm(torch.stack(
+            [torch.linalg.vector_norm(b, dim=-1) for b in blocks]), dim=0)
 
     def replica_absmax(self, flat: torch.Tensor) -> torch.Tensor:
         """``max |y|`` per replica (NaN if any entry is NaN): ``[..., N]`` → ``[..., S]``."""
-        return torch.stack([b.abs().amax(-1) for b in self._per_replica_blocks(flat)]).amax(0)
+        blocks = self._per_replica_blocks(flat)
+        norms = [torch.linalg.vector_norm(b, ord=math.inf, dim=-1) for b in blocks]
+        return norms[0] if len(norms) == 1 else torch.stack(norms).amax(0)
 
     def spread(self, per_replica: torch.Tensor) -> torch.Tensor:
         """A per-replica tensor ``[..., S]`` broadcast to every entry: ``[..., N]``."""

@@ -42,8 +42,9 @@ import numpy as np
 import torch
 
 from .implicit import replica_jacobian
+from .affine import AFFINE
 from .methods import ADAPTIVE, get_method, rk_step
-from .solve import Solution, Status, solve
+from .solve import Solution, Status, auto_method, solve
 from .state import Layout, State
 
 # name -> (kind, lower bound, bound inclusive): the parameters a grid axis may be named after.
@@ -485,7 +486,10 @@ def predict_stability(circuit: Any, method: str, dt: float | None, at: str = "in
     if at == "steady_state":
         star = circuit.steady_state()
         y = {k: star[k].to(v.dtype) if k in star else v for k, v in y.items()}
-    fixed = method not in ADAPTIVE
+    if method == "auto":
+        method = auto_method(circuit, y)[0]
+    # adaptive methods and the exact affine flow have no step-size limit of their own
+    fixed = method not in ADAPTIVE and method != AFFINE
     report = oracle(circuit, y, method if fixed else None, dt if fixed else None)
     out = {"spectral_abscissa": report.spectral_abscissa, "continuous_stable": report.stable}
     converges = report.stable
@@ -504,7 +508,8 @@ def _saved_points(kwargs: Mapping[str, Any]) -> int:
     if kwargs.get("save_at") is not None:
         return len(kwargs["save_at"]) + 1
     every = kwargs.get("save_every")
-    if every is None or kwargs.get("method", "euler") in ADAPTIVE:
+    if every is None or kwargs.get("method", "euler") in ADAPTIVE + (AFFINE, "auto") \
+            or kwargs.get("dt_growth", 1.0) != 1.0:
         return 2 if every is None else 1000
     steps = math.ceil((kwargs["t1"] - kwargs.get("t0", 0.0)) / kwargs["dt"])
     return steps // every + 2
@@ -519,7 +524,10 @@ def bytes_per_replica(y0: State, solve_kwargs: Mapping[str, Any],
     layout = Layout(y0)
     D, item = layout.size, layout.dtype.itemsize
     method = solve_kwargs.get("method", "euler")
-    stages = 7 if method in ADAPTIVE else get_method(method).stages
+    if method in (AFFINE, "auto"):        # the per-replica generator and its propagator
+        stages = 1 + 3 * (D + 1) ** 2 // (4 * D)
+    else:
+        stages = 7 if method in ADAPTIVE else get_method(method).stages
     recorded = D
     if solve_kwargs.get("observe") is not None:
         recorded = Layout(solve_kwargs["observe"](dict(y0))).size

@@ -43,7 +43,7 @@ def test_summary_keys_and_json(reproduced):
                 st = m["settle"]
                 assert st["unconverged"] == 0, n
                 assert st["examples"] == task["examples"] == task["simulated_examples"], n
-                assert st["method"] == "exp_rosenbrock" and st["dt_growth"] == 2.0, n
+                assert st["method"] == "affine" and st["dt_growth"] == 2.0, n
                 # a few tens of steps at most, whatever the stiffness (exp_euler: up to ~10⁴
                 # once the weights have grown; still ~10–100 this early in training)
                 assert 40 >= st["steps"]["max"] >= st["steps"]["mean"] > 0, n

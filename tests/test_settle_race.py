@@ -44,7 +44,15 @@ def test_summary_has_the_contract_keys(summary):
         kwargs = tt["solve_kwargs"]
         assert kwargs["atol"] == sweep["tolerances"]["atol"]
         assert kwargs["rtol"] == sweep["tolerances"]["rtol"] > 0
-        assert {k: kwargs[k] for k in summary["fastest"][kind]} == summary["fastest"][kind]
+        winner, tried = tt["solve_fastest"], tt["solve_candidates"]
+        assert set(tried) == set(summary["fastest"][kind])
+        assert {k: kwargs[k] for k in summary["fastest"][kind][winner]
+                if summary["fastest"][kind][winner][k] != "near_bound"} == {
+            k: v for k, v in summary["fastest"][kind][winner].items() if v != "near_bound"}
+        assert tried[winner]["meets_goal"] and tried[winner]["worst_relative_error"] <= 1e-6
+        assert tried[winner]["seconds"] == min(v["seconds"] for v in tried.values()
+                                               if v["meets_goal"])
+        assert tt["seconds"]["solve_fastest"] == tried[winner]["seconds"]
         steps = tt["steps"]["numba_stop"]
         assert 0 < steps["median"] <= steps["max"] <= sweep["tolerances"]["max_steps"]
 
