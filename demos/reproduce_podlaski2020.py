@@ -137,7 +137,7 @@ class Config:
     sdi_dt_safety: float = 0.4                   # SDI: the loop has a lag, more margin
     dt_max: float = 200.0
     max_steps: int = 100_000                     # exp_euler: per solve (per attempt)
-    atol: float = 1e-10
+    atol: float = 1e-14                          # late in training ‖y‖ is tiny: atol must not dominate
     rtol: float = 1e-9                           # the update is then NDI's to ~1e-6 (‖J⁻¹‖ ≲ 1/α)
     retries: int = 4
 

@@ -35,11 +35,12 @@ can end on). ``status_agreement`` is the strict comparison of statuses (converge
 diverged, truncated always a disagreement); ``fixed_point_tolerance: null`` makes
 ``stability_agreement`` strict too.
 
-Measured (default config, float64, 1 thread, 2-core CPU; ~20 s in all, ~75 s before the
-exact flow and the shrinking batch): DI 4096 points in 1.9 s (Euler at dt = 0.1: 23 s),
+Measured (default config, float64, 1 thread, 2-core CPU; 24 s in all, 90 s before the exact
+flow and the shrinking batch): DI 4096 points in 2.3 s (Euler at dt = 0.1: 31 s),
 stability_agreement 0.998 (status_agreement 0.994): the 9 disagreements are stable points
 right at the diagonal boundary (spectral abscissa −0.004 … −0.001, time constants 250–1000)
-still settling at t1 = 3000. DFC 4096 points in 14 s, 0.996 (status 0.895): the 15 disagreements are
+still settling at t1 = 3000. DFC 4096 points in 16 s (54 s before the batch shrank as replicas
+stopped), 0.996 (status 0.895): the 15 disagreements are
 again stable-but-slow points at the boundary (abscissa ≥ −0.08, close to k_p ≈ 1 where α̃
 saturates at 1 / k_p); the status-only disagreements are 327 predicted-unstable points that
 converged to *another* fixed point (error to the closed form 1e1–1e4) and 100 that oscillate

@@ -123,6 +123,77 @@ class _Grid:
         return math.log1p((t - self.t0) * (self.g - 1) / self.dt) / math.log(self.g)
 
 
+#: Roles of populations shaped ``[S, B, n]`` (n the declared size); weights and gate states
+#: have shapes of their own.
+_PER_EXAMPLE_ROLES = ("forward", "error", "controller", "feedback", "target")
+
+
+def _check_y0(f: Any, y0: Mapping[str, torch.Tensor], layout: Layout) -> None:
+    """``y0`` against what the circuit declares (its populations' names and sizes, its replica
+    count, dtype and device), before any work. Plain callables declare nothing."""
+    if layout.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"y0: received dtype {layout.dtype}, expected torch.float32 or "
+                        "torch.float64 (convert with .double() or .float())")
+    empty = [n for n, size in zip(layout.names, layout.sizes) if size == 0]
+    if layout.replicas == 0 or empty:
+        raise ValueError(f"y0: received {'S = 0 replicas' if not layout.replicas else f'empty populations {empty}'}"
+                         ", expected at least one replica and one number per population")
+    owner = getattr(f, "__self__", f)
+    populations = getattr(owner, "populations", None)
+    if populations is None:
+        return
+    expected = [p.name for p in populations]
+    if set(expected) != set(layout.names):
+        missing = [n for n in expected if n not in layout.names]
+        extra = [n for n in layout.names if n not in expected]
+        raise ValueError(f"y0: received populations {list(layout.names)}, expected "
+                         f"{expected} ({type(owner).__name__}'s populations; missing {missing}, "
+                         f"unexpected {extra}); start from circuit.initial_state()")
+    S = getattr(owner, "S", None)
+    if isinstance(S, int) and layout.replicas != S:
+        raise ValueError(f"y0: received S = {layout.replicas} replicas, expected S = {S} like "
+                         f"the {type(owner).__name__} it is integrated with")
+    for p in populations:
+        v = y0[p.name]
+        if getattr(p, "role", None) in _PER_EXAMPLE_ROLES and (v.dim() != 3
+                                                                or v.shape[-1] != p.size):
+            raise ValueError(f"y0[{p.name!r}]: received shape {tuple(v.shape)}, expected "
+                             f"[S, B, {p.size}] (population {p.name} has {p.size} units)")
+    network = getattr(owner, "network", None)
+    for attr in ("dtype", "device"):
+        want = getattr(network, attr, None)
+        if want is not None and getattr(layout, attr) != want:
+            raise ValueError(f"y0: received {attr} {getattr(layout, attr)}, expected {want} like "
+                             f"the circuit (build the circuit and its state with the same "
+                             f"{attr}, or start from circuit.initial_state())")
+
+
+def _checked_first_output(vector_field: Callable, layout: Layout) -> Callable:
+    """``vector_field`` whose first output is checked against the state it was given (the
+    same names, shapes and dtype); later calls are passed straight through."""
+    checked = False
+
+    def field(t: float, y: State) -> State:
+        nonlocal checked
+        out = vector_field(t, y)
+        if not checked:
+            if not isinstance(out, Mapping) or set(out) != set(y):
+                raise ValueError(f"f: returned {sorted(out) if isinstance(out, Mapping) else type(out).__name__}"
+                                 f", expected a mapping with the state's populations {sorted(y)}")
+            for name, v in y.items():
+                got = out[name]
+                if not isinstance(got, torch.Tensor) or got.shape != v.shape \
+                        or got.dtype != v.dtype:
+                    raise ValueError(
+                        f"f: returned {name!r} with "
+                        f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}"
+                        f"{'' if not isinstance(got, torch.Tensor) else ' ' + str(got.dtype)}, "
+                        f"expected shape {tuple(v.shape)} and dtype {v.dtype} like the state")
+            checked = True
+        return out
+    return field
+
+
 def auto_method(f: Any, y0: Mapping[str, torch.Tensor]) -> tuple[str, float]:
     """What ``method="auto"`` integrates ``f`` from ``y0`` with: the exact flow on a doubling
     grid for a circuit that declares an affine field (and is small enough for a per-replica
@@ -196,7 +267,7 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
           progress: bool | None = None, adaptive_rtol: float = 1e-7,
           adaptive_atol: float = 1e-9, dt_growth: float = 1.0,
           jacobian_every: int | None = 1, compact: float | None = 0.5,
-          compile: bool = False) -> Solution:
+          compile: bool = False, max_steps: int = 10_000_000) -> Solution:
     """Integrate ``dy/dt = f(t, y)`` from ``y(t0) = y0`` to ``t1``.
 
     Args:
@@ -236,6 +307,8 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
         compact: once at most this fraction of the batch still runs (at a check), continue with
             the running replicas only (see above); ``None`` never shrinks the batch. Needs a
             circuit with ``take`` (every :class:`circuits.Circuit`).
+        max_steps: the step budget: a span that needs more steps is an error before any work
+            (no unbounded loop).
         compile: run each chunk of ``check_every`` steps of a fixed-step tableau as one
             :func:`torch.compile` d function (a CUDA graph on a GPU). Compiling costs ~10 s on a
             CPU and saves ~40 % of a small circuit's step there, so it repays only runs of
@@ -244,6 +317,8 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
     """
     vector_field, leak_fn = _vector_field(f)
     layout = Layout(y0)
+    _check_y0(f, y0, layout)
+    vector_field = _checked_first_output(vector_field, layout)
     y = layout.pack(y0)
     if not bool(torch.isfinite(y).all()):                       # one host sync for all of y0
         name = next(n for n, v in y0.items() if not bool(torch.isfinite(v).all()))
@@ -315,7 +390,14 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
             dt = float(1.0 / stepper.A.abs().sum(-1).amax().clamp_min(1e-300))
     dt = float(dt)
     grid = _Grid(t0, dt, float(dt_growth))
-    n_steps = max(1, math.ceil(grid.position(t1) - 1e-9))
+    _positive("max_steps", max_steps, integer=True)
+    position = grid.position(t1)
+    if position > max_steps:
+        raise ValueError(f"t1, dt: received t1 = {t1!r}, dt = {dt!r} (dt_growth {dt_growth!r}), "
+                         f"which is {position:.3g} steps, expected at most max_steps = "
+                         f"{max_steps} (raise dt, lower t1, use dt_growth with an implicit or "
+                         "affine method, or raise max_steps)")
+    n_steps = max(1, math.ceil(position - 1e-9))
     times, plan = _save_plan(t0, t1, dt, n_steps, save_every, save_at, grid)
     slot_steps = sorted((j, s) for j, ss in plan.items() for s, _ in ss)
     slot_steps = [j for j, _ in slot_steps]
