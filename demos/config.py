@@ -20,6 +20,7 @@ import copy
 import dataclasses
 import inspect
 import math
+import os
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -70,9 +71,35 @@ class Schema:
         return list(self.sections) + list(self.demo)
 
 
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A YAML mapping that gives the same key twice (YAML says keys are unique; PyYAML would
+    silently keep the last)."""
+
+    def __init__(self, key: Any, first: Any, again: Any):
+        self.key, self.first, self.again = key, first, again
+        super().__init__(None, None, f"found duplicate key {key!r}", again)
+
+
 class _Loader(yaml.SafeLoader):
     """SafeLoader that also reads ``1e-12`` as a float (YAML 1.1 wants ``1.0e-12``), so a
-    tolerance written the usual way does not silently become a string."""
+    tolerance written the usual way does not silently become a string, and refuses a mapping
+    that gives a key twice (:class:`DuplicateKeyError`; ``<<`` merge keys may still be
+    overridden)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    if key in seen:
+                        raise DuplicateKeyError(key, seen[key], key_node.start_mark)
+                except TypeError:            # unhashable: SafeLoader names it below
+                    continue
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(
@@ -92,11 +119,19 @@ def read_yaml(path: str | Path) -> Config:
         raise FileNotFoundError(
             f"config: received {str(path)!r}, which is not a file (resolved: {path.resolve()}); "
             "expected the path of a YAML config, e.g. configs/settle.yaml")
-    with path.open() as fh:
+    with path.open(encoding="utf-8") as fh:
         try:
             data = yaml.load(fh, Loader=_Loader)
+        except DuplicateKeyError as err:
+            raise ValueError(
+                f"config {str(path)!r}: duplicate key {err.key!r} (line {err.first.line + 1} "
+                f"and again line {err.again.line + 1}); expected each key once in a mapping "
+                "(YAML keys are unique; remove or merge one of them)") from None
         except yaml.YAMLError as err:
-            raise ValueError(f"config {str(path)!r}: not valid YAML ({err})") from err
+            raise ValueError(f"config {str(path)!r}: not valid YAML ({err})") from None
+        except UnicodeDecodeError as err:
+            raise ValueError(f"config {str(path)!r}: not a UTF-8 text file ({err.reason} at "
+                             f"byte {err.start}); expected a YAML config") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -200,6 +235,9 @@ def dataclass_config(cls: type, config: Any, tuples: tuple[str, ...] = ()) -> An
     unknown = sorted(set(config) - known)
     if unknown:
         raise ValueError(f"config: unknown keys {unknown}, expected names from {sorted(known)}")
+    bad = [k for k in tuples if k in config and not isinstance(config[k], (list, tuple, range))]
+    if bad:
+        raise ValueError(f"config key {bad[0]!r}: received {config[bad[0]]!r}, expected a list")
     return cls(**{k: tuple(v) if k in tuples else v for k, v in config.items()})
 
 
@@ -207,12 +245,13 @@ def run_cli(parser: Any, argv: list[str] | None, make_config: Callable[[Any], An
             run: Callable[[Any, str], Mapping[str, Any]],
             report: Callable[[Mapping[str, Any]], str]) -> Any:
     """The tail every reproduction's ``main`` shares: parse ``argv``, build the config from the
-    arguments (a ``ValueError`` or unreadable file becomes a usage error naming it), run into
-    ``args.out``, print the report and where the files went; returns the summary."""
+    arguments (a ``ValueError``, ``TypeError`` or unreadable file becomes a usage error naming
+    it), check ``--out`` (:func:`output_dir`) before any work, run into ``args.out``, print the report and where the files went; returns the summary."""
     args = parser.parse_args(argv)
     try:
         cfg = make_config(args)
-    except (OSError, ValueError) as err:
+        output_dir(args.out, "--out")
+    except (OSError, ValueError, TypeError) as err:
         parser.error(str(err))
     summary = run(cfg, args.out)
     print(report(summary))
@@ -291,12 +330,57 @@ def resume_checkpoint(path: str | Path, config: Mapping[str, Any],
     with another config is an error listing the keys that differ."""
     from solvers import checkpoint
     payload = checkpoint.load(path, required=("config", *required))
+    if not isinstance(payload["config"], Mapping):
+        raise checkpoint.CheckpointError(
+            f"--resume: the checkpoint {str(path)!r} holds a config of type "
+            f"{type(payload['config']).__name__}, expected a mapping; run without --resume to "
+            "start afresh")
     differ = config_differences(payload["config"], jsonable(config))
     if differ:
-        raise ValueError(f"--resume: the checkpoint {str(path)!r} was written with a different "
-                         f"config (differing keys: {differ}); expected the same config, or "
-                         "run without --resume to start afresh")
+        raise checkpoint.CheckpointError(
+            f"--resume: the checkpoint {str(path)!r} was written with a different config "
+            f"(differing keys: {differ}); expected the same config, or run without --resume to "
+            "start afresh")
     return payload
+
+
+def no_checkpoint(where: str | Path, expected: str) -> Exception:
+    """The error of ``--resume`` when ``where`` holds no checkpoint (``expected``: which file(s)
+    an earlier run would have written there): a :class:`solvers.checkpoint.CheckpointError`
+    naming the place. Every demo with ``--resume`` raises it before any work."""
+    from solvers.checkpoint import CheckpointError
+    return CheckpointError(f"--resume: no checkpoint in {str(where)!r} (expected {expected}, "
+                           "written by an earlier run with the same --out); nothing to resume: "
+                           "check --out, or run without --resume to start afresh")
+
+
+def output_dir(path: str | Path, name: str = "out") -> Path:
+    """``path`` as a directory that exists and can be written to (created with its parents if
+    missing; a file is created and removed in it to be sure), checked before any work. Else a
+    ``ValueError`` naming ``name`` (``--out`` on a command line), what was received and why
+    it cannot be used."""
+    if isinstance(path, bool) or not isinstance(path, (str, Path)) or str(path) == "":
+        raise ValueError(f"{name}: received {path!r}, expected the path of an output folder")
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{name}: received {str(path)!r}, which is an existing file, not a "
+                         "folder; expected an output folder (created if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{name}: received {str(path)!r}, which cannot be created "
+                         f"({err.strerror or err}); expected a writable output folder "
+                         "(is a parent a file, or read-only?)") from None
+    probe = path / f".write_test_{os.getpid()}"
+    try:
+        with open(probe, "wb"):
+            pass
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"{name}: received {str(path)!r}, which cannot be written to "
+                         f"({err.strerror or err}); expected a writable output folder") \
+            from None
+    return path
 
 
 def check_widths(name: str, widths: Any, inputs: int, outputs: int) -> None:
@@ -330,7 +414,8 @@ def phase_from_config(name: str, args: Mapping[str, Any], *, teacher: bool,
 
 
 __all__ += ["check_int", "check_number", "config_differences", "resume_checkpoint",
-            "check_widths", "phase_from_config"]
+            "no_checkpoint", "output_dir", "DuplicateKeyError", "check_widths",
+            "phase_from_config"]
 
 
 def check_keywords(name: str, given: Mapping[str, Any], target: Callable[..., Any],

@@ -14,7 +14,7 @@ from circuits.registry import CIRCUIT_ARGS, METHODS
 
 from . import datasets
 from .config import (Config, Schema, Section, check_choice, check_int, check_keywords,
-                     check_number, dataclass_config, load_config)
+                     check_number, dataclass_config, load_config, read_yaml)
 
 TASKS = {"digits": datasets.digits, "mnist1d": datasets.mnist1d}
 
@@ -116,14 +116,34 @@ SCHEMA = Schema(sections={
 }, demo={"task": "digits", "hidden": [32], "methods": list(METHODS), "method": {}, "threads": 1})
 
 
+ROOT = Path(__file__).resolve().parents[1]
+TASK_CONFIGS = {"digits": ROOT / "configs" / "digits.yaml",
+                "mnist1d": ROOT / "configs" / "mnist1d.yaml"}
+
+
 def load(config: str | Path | Mapping[str, Any] | None) -> Config:
-    """A validated config (``config``: a YAML path, a mapping or None for the defaults)."""
-    cfg = load_config(config, SCHEMA)
+    """A validated config: ``config`` (a YAML path, a mapping or None) merged over its task's
+    shipped config (:data:`TASK_CONFIGS`: ``configs/digits.yaml`` unless ``task:`` says
+    otherwise), the rule every demo follows. Sections (``digits``, ``network``, ``training``
+    ...) merge key by key; under ``method:`` a method given replaces that method's settings
+    whole (its period, dt and integrator are chosen together) and the others keep the task's;
+    ``hidden`` and ``methods`` are replaced. Unknown keys are errors."""
+    if config is None:
+        given: Any = {}
+    elif isinstance(config, (str, Path)):
+        given = read_yaml(config)
+    else:
+        given = config
+    if not isinstance(given, Mapping):
+        raise ValueError(f"config: received {type(given).__name__}, expected a mapping of "
+                         f"sections; valid top-level keys: {SCHEMA.valid_top_level()}")
+    task = given.get("task", SCHEMA.demo["task"])
+    if not isinstance(task, str) or task not in TASKS:
+        raise ValueError(f"config key 'task': received {task!r}, expected one of "
+                         f"{list(TASKS)}")
+    cfg = load_config(dict(given), SCHEMA, defaults=read_yaml(TASK_CONFIGS[task]))
     for section in ("network", "training"):
         cfg.setdefault(section, {})
-    if cfg["task"] not in TASKS:
-        raise ValueError(f"config key 'task': received {cfg['task']!r}, expected one of "
-                         f"{list(TASKS)}")
     hidden, methods, specs = cfg["hidden"], cfg["methods"], cfg["method"]
     if not isinstance(hidden, list) or not hidden or not all(
             isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in hidden):

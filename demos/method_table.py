@@ -27,26 +27,24 @@ import numpy as np
 
 from circuits.registry import LABELS
 
-from .config import jsonable
+from .config import jsonable, no_checkpoint, output_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = (ROOT / "configs" / "digits.yaml", ROOT / "configs" / "mnist1d.yaml")
 
 
 def run(out: str | Path, configs: Sequence[str | Path] = CONFIGS, *, resume: bool = False,
-        progress: bool = True) -> dict[str, Any]:
-    """Train every config's methods; write the combined summary.json and table.md."""
+        progress: bool = True, plans: Sequence[Any] | None = None) -> dict[str, Any]:
+    """Train every config's methods; write the combined summary.json and table.md. Everything
+    is checked first (:func:`prepare`, or the ``plans`` it returned)."""
     from . import train                  # here: demos.train imports this module's table
+    plans = prepare(out, configs, resume=resume) if plans is None else plans
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    cfgs = [train.load(c) for c in configs]          # every config checked before any training
-    tasks = [c["task"] for c in cfgs]
-    if len(set(tasks)) != len(tasks):
-        raise ValueError(f"configs: received tasks {tasks}, expected one config per task")
     start = time.perf_counter()
     runs, per_task = [], {}
-    for path, cfg in zip(configs, cfgs):
-        summary = train.run(path, out / cfg["task"], resume=resume, progress=progress)
+    for path, plan in zip(configs, plans):
+        cfg = plan.cfg
+        summary = train.run(plan, plan.out, progress=progress)
         runs += summary["runs"]
         per_task[cfg["task"]] = {"chance": summary["chance"], "widths": summary["widths"],
                                  "seconds": summary["seconds"], "config": str(path)}
@@ -83,6 +81,33 @@ def table(runs: list[Mapping[str, Any]], chance: Mapping[str, float] | None = No
     return "\n".join(lines) + "\n"
 
 
+def prepare(out: str | Path, configs: Sequence[str | Path] = CONFIGS, *, resume: bool = False,
+            out_name: str = "out") -> list[Any]:
+    """Every task's :func:`demos.train.prepare`d run (one config per task), checked before any
+    training: configs, the output folder (``out_name`` names it in errors) and, with
+    ``resume``, the checkpoints. ``resume`` with no checkpoint in any task's folder is an error
+    (:func:`demos.config.no_checkpoint`); a task the interrupted run had not reached starts
+    afresh, said on stderr."""
+    from . import train
+    cfgs = [train.load(c) for c in configs]
+    tasks = [c["task"] for c in cfgs]
+    if len(set(tasks)) != len(tasks):
+        raise ValueError(f"--configs: received tasks {tasks}, expected one config per task")
+    out = output_dir(out, out_name)
+    found = [train.has_checkpoint(c, out / c["task"]) for c in cfgs]
+    if resume and not any(found):
+        raise no_checkpoint(out, "<task>/checkpoints/<task>_<method>.pt for one of the tasks "
+                            f"{tasks}")
+    plans = []
+    for cfg, again in zip(cfgs, found):
+        if resume and not again:
+            print(f"--resume: no checkpoint for {cfg['task']} in {out / cfg['task']} (the "
+                  "interrupted run had not reached it); starting it afresh", file=sys.stderr)
+        plans.append(train.prepare(cfg, out / cfg["task"], resume=resume and again,
+                                   out_name=f"{out_name}/{cfg['task']}"))
+    return plans
+
+
 def header(per_task: dict[str, Any]) -> str:
     shapes = ", ".join(f"{t} {v['widths']}" for t, v in per_task.items())
     return ("Test accuracy after training in continuous time (mean ± std over the seeds, which "
@@ -102,15 +127,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="continue every task's methods from their checkpoints")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    from . import train
-    try:
-        for c in args.configs:
-            train.load(c)
-    except (OSError, ValueError) as err:
+    try:                                 # every check before any training: usage errors
+        plans = prepare(args.out, args.configs, resume=args.resume, out_name="--out")
+    except (OSError, ValueError, TypeError) as err:
         parser.error(str(err))
     try:
         summary = run(args.out, args.configs, resume=args.resume,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, plans=plans)
     except KeyboardInterrupt:
         print(f"interrupted; rerun with --resume to continue from the checkpoints in "
               f"{args.out}", file=sys.stderr)

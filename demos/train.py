@@ -11,10 +11,15 @@ populations take to settle (see the config's comments).
 
 After every epoch the test accuracy (argmax, per replica) is recorded; every
 ``training.checkpoint_every`` examples the state, divergence flags, history and wall time are
-written atomically to ``DIR/checkpoints/<task>_<method>.pt``. ``--resume`` continues every
-method from its last checkpoint and ends bit-for-bit where an uninterrupted run ends (the
-minibatch order is a function of seed and position; the chunk grid does not depend on where
-it was resumed).
+written atomically to ``DIR/checkpoints/<task>_<method>.pt`` (with a checksum:
+:mod:`solvers.checkpoint`). ``--resume`` continues every method from its last checkpoint and ends
+bit-for-bit where an uninterrupted run ends (the minibatch order is a function of seed and
+position; the chunk grid does not depend on where it was resumed); every checkpoint is verified
+before any training, a method the interrupted run had not reached starts afresh (said on
+stderr), and ``--resume`` with no checkpoint in DIR at all is an error.
+
+The config is merged over its task's shipped config (``configs/<task>.yaml``,
+:func:`demos.method_config.load`), so a partial config changes only what it names.
 
 Writes ``DIR/summary.json`` (``{"runs": [{task, method, seed, test_accuracy, seconds, ...}]}``,
 one entry per method × seed; ``seconds`` is the integration's wall time *per epoch for all seeds
@@ -41,14 +46,16 @@ from solvers import checkpoint
 from solvers import train as integrate
 
 from . import plots
-from .config import Config, check_int, intra_op_threads, jsonable, resume_checkpoint
+from .config import (Config, check_int, intra_op_threads, jsonable, no_checkpoint, output_dir,
+                     resume_checkpoint)
 from .method_config import MethodSpec, Training, load, load_task, network, spec
 from .method_table import table
 from .reports import write_summary
 
 REFERENCE = "backprop"
 __all__ = ["METHODS", "LABELS", "MethodSpec", "Training", "load", "load_task", "network", "spec",
-           "table", "Setup", "build", "accuracy", "run_method", "run", "final_weights", "main"]
+           "table", "Setup", "build", "accuracy", "schedule", "restore", "run_method", "Plan",
+           "prepare", "has_checkpoint", "run", "final_weights", "main"]
 
 # -- building a method ------------------------------------------------------------------------
 
@@ -99,24 +106,70 @@ def checkpoint_path(out: Path, task: str, method: str) -> Path:
     return out / "checkpoints" / f"{task}_{method}.pt"
 
 
-def run_method(cfg: Config, task, method: str, out: Path, *, resume: bool = False,
-               stop_after: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train ``method`` (S seeds at once) in one integration, checkpointing on the way.
-    Returns ``{"history", "seconds", "diverged", "y", ...}``."""
-    tr, setup = Training(**cfg["training"]), build(cfg, task, method)
-    s, P, per_epoch = setup.spec, setup.presentations, setup.per_epoch
+def schedule(cfg: Config, task, method: str) -> tuple[int, int]:
+    """``(every, chunk)``: presentations between checkpoints, and the chunk of the integration
+    (between checkpoints and evaluations). A ``relinearise_every`` that does not divide the
+    chunk is an error naming it."""
+    tr, s = Training(**cfg["training"]), spec(cfg, method)
     every = max(1, tr.checkpoint_every // tr.batch)
-    chunk = math.gcd(per_epoch, every)
+    chunk = math.gcd(task.x_train.shape[0] // tr.batch, every)
     if s.integrator == "exp_partitioned" and chunk % s.relinearise_every:
         raise ValueError(f"method.{method}.relinearise_every: received {s.relinearise_every}, "
                          f"expected a divisor of {chunk} presentations (the chunk between "
                          "checkpoints and evaluations: a resumed run must relinearise where "
                          "the uninterrupted one did)")
+    return every, chunk
+
+
+def restore(path: Path, cfg: Config, setup: Setup, method: str, chunk: int) -> dict[str, Any]:
+    """The run saved at ``path``: its checksum verified (:func:`solvers.checkpoint.load`),
+    written with ``cfg`` for ``method``, its state shaped like ``setup``'s, at a chunk boundary;
+    else a :class:`~solvers.checkpoint.CheckpointError` naming the file and what is wrong."""
+    saved = resume_checkpoint(path, cfg, required=SAVED)
+    if saved.get("method", method) != method:
+        raise checkpoint.CheckpointError(
+            f"checkpoint {str(path)!r}: written for method {saved['method']!r}, expected "
+            f"{method!r}; run without --resume to start afresh")
+    P = setup.presentations
+    k = checkpoint.check_count(path, "k", saved["k"], P)
+    if k % chunk and k != P:
+        raise checkpoint.CheckpointError(
+            f"checkpoint {str(path)!r}: k is {k}, expected a multiple of the chunk ({chunk} "
+            f"presentations) or {P}; run without --resume to start afresh")
+    checkpoint.check_state(path, "y", saved["y"], setup.y0)
+    S = next(iter(setup.y0.values())).shape[0]
+    if saved["diverged"] is not None:
+        checkpoint.check_state(path, "diverged", saved["diverged"],
+                               torch.zeros(S, dtype=torch.bool))
+    history = saved["history"]
+    if not isinstance(history, Mapping) or not {"epoch", "test_accuracy"} <= set(history) \
+            or not all(isinstance(history[key], list) for key in ("epoch", "test_accuracy")):
+        raise checkpoint.CheckpointError(
+            f"checkpoint {str(path)!r}: history is {type(history).__name__}, expected a mapping "
+            "with lists 'epoch' and 'test_accuracy'; run without --resume to start afresh")
+    for key, kind in (("seconds", (int, float)), ("steps", int)):
+        if isinstance(saved[key], bool) or not isinstance(saved[key], kind):
+            raise checkpoint.CheckpointError(
+                f"checkpoint {str(path)!r}: {key} is {saved[key]!r}, expected a number; run "
+                "without --resume to start afresh")
+    return {key: saved[key] for key in SAVED}
+
+
+def run_method(cfg: Config, task, method: str, out: Path, *, resume: bool = False,
+               stop_after: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train ``method`` (S seeds at once) in one integration, checkpointing on the way.
+    ``resume``: from its checkpoint if there is one (verified by :func:`restore`), else from
+    the start, saying so. Returns ``{"history", "seconds", "diverged", "y", ...}``."""
+    tr, setup = Training(**cfg["training"]), build(cfg, task, method)
+    s, P, per_epoch = setup.spec, setup.presentations, setup.per_epoch
+    every, chunk = schedule(cfg, task, method)
     path = checkpoint_path(out, cfg["task"], method)
     if resume and path.is_file():
-        saved = resume_checkpoint(path, cfg, required=SAVED)
-        state = {k: saved[k] for k in SAVED}
+        state = restore(path, cfg, setup, method, chunk)
     else:
+        if resume:
+            print(f"--resume: no checkpoint for {method} at {path} (the interrupted run had not "
+                  "reached it); starting it from presentation 0", file=sys.stderr)
         state = {"k": 0, "y": setup.y0, "diverged": None, "seconds": 0.0, "steps": 0,
                  "history": {"epoch": [0.0], "test_accuracy": [accuracy(setup, setup.y0, task)
                                                                .tolist()]}}
@@ -179,19 +232,62 @@ def runs_of(task_name: str, method: str, res: Mapping[str, Any], bp_seconds: flo
              "steps": res["steps"]} for seed in range(acc.shape[1])]
 
 
+@dataclass
+class Plan:
+    """A run checked and ready: the config, the task, the output folder and the options."""
+
+    cfg: Config
+    task: Any
+    out: Path
+    resume: bool
+    stop_after: int | None
+
+
+def prepare(config: str | Path | Mapping[str, Any] | None, out: str | Path, *,
+            resume: bool = False, stop_after: int | None = None, out_name: str = "out"
+            ) -> Plan:
+    """Everything checked before any training: the config, ``stop_after``, the output folder
+    (writable; ``out_name`` names it in errors), every method's schedule and, with ``resume``,
+    that ``out`` holds a checkpoint of at least one configured method and that every one there
+    is sound (:func:`restore`). Errors are ``ValueError`` (checkpoint problems:
+    :class:`solvers.checkpoint.CheckpointError`) naming what is wrong."""
+    cfg = load(config)
+    if stop_after is not None:
+        check_int("--stop-after", stop_after, 1)
+    out = output_dir(out, out_name)
+    with intra_op_threads(cfg["threads"]):
+        task = load_task(cfg)
+        chunks = {m: schedule(cfg, task, m)[1] for m in cfg["methods"]}
+        if resume:
+            paths = {m: checkpoint_path(out, cfg["task"], m) for m in cfg["methods"]}
+            if not any(p.is_file() for p in paths.values()):
+                raise no_checkpoint(out / "checkpoints", f"{cfg['task']}_<method>.pt for one of "
+                                    f"{cfg['methods']}")
+            for m, p in paths.items():
+                if p.is_file():
+                    restore(p, cfg, build(cfg, task, m), m, chunks[m])
+    return Plan(cfg, task, out, resume, stop_after)
+
+
+def has_checkpoint(config: str | Path | Mapping[str, Any] | None, out: str | Path) -> bool:
+    """Whether ``out`` holds a checkpoint of one of the config's methods."""
+    cfg = load(config)
+    return any(checkpoint_path(Path(out), cfg["task"], m).is_file() for m in cfg["methods"])
+
+
 def run(config: str | Path | Mapping[str, Any] | None, out: str | Path, *,
         resume: bool = False, stop_after: int | None = None,
         progress: bool = True) -> dict[str, Any]:
     """Train every configured method on the task; write summary.json, table.md and the
-    figure into ``out``. Returns the summary."""
-    cfg = load(config)
-    if stop_after is not None:
-        check_int("--stop-after", stop_after, 1)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    figure into ``out``. Returns the summary. Everything is checked first (:func:`prepare`);
+    ``resume`` with no checkpoint in ``out`` is a
+    :class:`~solvers.checkpoint.CheckpointError`."""
+    plan = config if isinstance(config, Plan) else prepare(
+        config, out, resume=resume, stop_after=stop_after)
+    cfg, task, out, resume, stop_after = plan.cfg, plan.task, plan.out, plan.resume, \
+        plan.stop_after
     start = time.perf_counter()
     with intra_op_threads(cfg["threads"]):
-        task = load_task(cfg)
         results = {m: run_method(cfg, task, m, out, resume=resume, stop_after=stop_after,
                                  progress=progress) for m in cfg["methods"]}
     bp = results.get(REFERENCE)
@@ -226,13 +322,13 @@ def main(argv: list[str] | None = None) -> int:
                              "the first chunk boundary at or after N presentations of a method")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    try:
-        load(args.config)
-    except (OSError, ValueError) as err:
+    try:                                 # every check before any training: usage errors
+        plan = prepare(args.config, args.out, resume=args.resume, stop_after=args.stop_after,
+                       out_name="--out")
+    except (OSError, ValueError, TypeError) as err:
         parser.error(str(err))
     try:
-        summary = run(args.config, args.out, resume=args.resume, stop_after=args.stop_after,
-                      progress=not args.no_progress)
+        summary = run(plan, args.out, progress=not args.no_progress)
     except KeyboardInterrupt as err:
         print(f"interrupted ({err or 'Ctrl-C'}); rerun with --resume to continue from the last "
               f"checkpoint in {args.out}/checkpoints", file=sys.stderr)

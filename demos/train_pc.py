@@ -15,8 +15,10 @@ The baseline is autograd SGD on ``½‖y − a_L‖²`` (:mod:`demos.baselines`)
 gate that fired stays > 0 for the rest of the phase, so a sampled maximum of 0 means none fired).
 
 Writes ``DIR/summary.json``, ``DIR/accuracy.png``, ``DIR/gates.png`` and ``DIR/checkpoint.pt``
-(every ``checkpoint_every`` presentations, atomically); ``--resume`` continues from it to the
-same numbers as an uninterrupted run (the minibatch order is a function of seed and position).
+(every ``checkpoint_every`` presentations, atomically, with a checksum: :mod:`solvers.checkpoint`);
+``--resume`` continues from it to the same numbers as an uninterrupted run (the minibatch order
+is a function of seed and position); the checkpoint is verified before any training, and
+``--resume`` with no checkpoint in DIR is an error.
 """
 from __future__ import annotations
 
@@ -40,8 +42,8 @@ from solvers import train as integrate
 from . import plots, tasks
 from .baselines import circuit_parameters, network_parameters, relative_divergence, sgd_step
 from .config import (Config, Schema, Section, check_int, check_number, check_widths,
-                     intra_op_threads, jsonable, load_config, phase_from_config, read_yaml,
-                     resume_checkpoint)
+                     intra_op_threads, jsonable, load_config, no_checkpoint, output_dir,
+                     phase_from_config, read_yaml, resume_checkpoint)
 from .reports import fa_z_il as report
 from .reports import write_summary
 
@@ -158,21 +160,45 @@ def observed(circuit: PredictiveCoding, sol: Solution, x: torch.Tensor, target) 
     return circuit.observe({k: v[:keep] for k, v in sol.ys.items()})
 
 
+def restore(setup: Setup, config: Config, out: Path) -> dict[str, Any]:
+    """The run saved in ``out/checkpoint.pt``: its checksum verified
+    (:func:`solvers.checkpoint.load`), written with ``config``, its state and baseline shaped
+    like ``setup``'s. No checkpoint there, or an unusable one, is a
+    :class:`~solvers.checkpoint.CheckpointError` naming the file and what is wrong."""
+    path = out / CHECKPOINT
+    if not path.is_file():
+        raise no_checkpoint(out, CHECKPOINT)
+    saved = resume_checkpoint(path, config,
+                              required=("presentation", "state", "baseline", "history",
+                                        "seconds"))
+    if not isinstance(saved["baseline"], Mapping) or "W_1" not in saved["baseline"]:
+        raise checkpoint.CheckpointError(
+            f"--resume: the checkpoint {str(path)!r} holds the baseline in the layout of an "
+            "earlier version ({'weights', 'biases'}); expected one written by this version: run "
+            "without --resume to start afresh")
+    checkpoint.check_count(path, "presentation", saved["presentation"], setup.presentations)
+    checkpoint.check_state(path, "state", saved["state"], setup.circuit.initial_state())
+    checkpoint.check_state(path, "baseline", saved["baseline"],
+                           network_parameters(setup.network))
+    history = saved["history"]
+    if not isinstance(history, Mapping) or \
+            not {"eval", "predict", "learn", "traces"} <= set(history):
+        raise checkpoint.CheckpointError(
+            f"checkpoint {str(path)!r}: history is not a mapping holding 'eval', 'predict', "
+            "'learn' and 'traces'; run without --resume to start afresh")
+    if isinstance(saved["seconds"], bool) or not isinstance(saved["seconds"], (int, float)):
+        raise checkpoint.CheckpointError(
+            f"checkpoint {str(path)!r}: seconds is {saved['seconds']!r}, expected a number; run "
+            "without --resume to start afresh")
+    return saved
+
+
 def start_or_resume(setup: Setup, config: Config, out: Path, resume: bool) -> dict[str, Any]:
     """A fresh run (the circuit's initial state: the feed-forward pass of the first minibatch,
-    gates disarmed; the network's θ for the baseline), or the one in ``out/checkpoint.pt``."""
-    if resume and (out / CHECKPOINT).is_file():
-        saved = resume_checkpoint(out / CHECKPOINT, config,
-                                  required=("presentation", "state", "baseline", "history"))
-        if "W_1" not in saved["baseline"]:
-            raise ValueError(f"--resume: the checkpoint {str(out / CHECKPOINT)!r} holds the "
-                             "baseline in the layout of an earlier version ({'weights', "
-                             "'biases'}); expected one written by this version: run without "
-                             "--resume to start afresh")
-        return saved
+    gates disarmed; the network's θ for the baseline), or (``resume``) the one in
+    ``out/checkpoint.pt`` (:func:`restore`: none there is an error)."""
     if resume:
-        print(f"--resume: no checkpoint at {out / CHECKPOINT}; starting from presentation 0",
-              file=sys.stderr)
+        return restore(setup, config, out)
     current = {"presentation": 0, "state": setup.circuit.initial_state(),
                "baseline": network_parameters(setup.network), "seconds": 0.0, "history": {
                    "eval": {k: [] for k in ("presentation", "epoch", "fa_z_il", "backprop",
@@ -268,10 +294,10 @@ def run(config: str | Path | Mapping[str, Any] | None, out: str | Path, *,
     """Train into ``out`` (``config``: a YAML path, mapping or None, over the default);
     ``resume`` from ``out/checkpoint.pt``; ``stop_after`` (with a checkpoint) that many
     presentations in total. Returns the summary (also ``out/summary.json``)."""
-    config, out = load(config), Path(out)
+    config = load(config)
     if stop_after is not None:
         check_int("stop_after", stop_after, 0)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(out, "out")
     started = time.perf_counter()
     with intra_op_threads(config["threads"]):
         setup = build(config)
@@ -299,12 +325,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop-after", type=int, default=None, metavar="N",
                         help="stop, with a checkpoint, once N presentations are done in total")
     args = parser.parse_args(argv)
-    try:
+    try:                                 # every check before any training: usage errors
         config = load(args.config)
-        build(config)                    # every section checked before training starts
+        if args.stop_after is not None:
+            check_int("--stop-after", args.stop_after, 0)
+        with intra_op_threads(config["threads"]):
+            setup = build(config)        # every section checked before training starts
+            out = output_dir(args.out, "--out")
+            if args.resume:
+                restore(setup, config, out)
     except (OSError, ValueError, TypeError) as err:
         parser.error(str(err))
-    summary = run(config, args.out, resume=args.resume, stop_after=args.stop_after)
+    summary = run(config, out, resume=args.resume, stop_after=args.stop_after)
     print(report(summary))
     print(f"figures and summary.json in {args.out}")
     return 0 if passed(summary) else 1

@@ -40,7 +40,8 @@ from circuits.plasticity import GATES  # noqa: E402
 from solvers import train  # noqa: E402
 
 from . import tasks  # noqa: E402
-from .config import dataclass_config, intra_op_threads, jsonable, read_yaml, run_cli  # noqa: E402
+from .config import (dataclass_config, intra_op_threads, jsonable, output_dir,  # noqa: E402
+                     read_yaml, run_cli)
 from solvers import minibatch_order  # noqa: E402
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "train_sweep.yaml"
@@ -115,13 +116,26 @@ class Config:
 
 def load(config: Any = None) -> Config:
     """Defaults from ``configs/train_sweep.yaml``, overridden by ``config`` (a path, a mapping
-    or a Config)."""
+    or a Config), the rule every demo follows: keys given replace the default's, and
+    ``circuit_args`` (keyword arguments) merges key by key over the default's (less the swept
+    ``axis``); unknown keys are errors."""
     base = read_yaml(DEFAULT_CONFIG)
     if isinstance(config, Config):
         return config
     if isinstance(config, (str, Path)):
         config = read_yaml(config)
-    return dataclass_config(Config, {**base, **(config or {})}, tuples=("widths",))
+    given = dict(config or {})
+    merged = {**base, **given}
+    if isinstance(given.get("circuit_args"), Mapping) \
+            and isinstance(base.get("circuit_args"), Mapping):
+        merged["circuit_args"] = {**base["circuit_args"], **given["circuit_args"]}
+    if "circuit_args" not in given or isinstance(given.get("circuit_args"), Mapping):
+        inherited = dict(merged.get("circuit_args") or {})
+        own = given.get("circuit_args") or {}
+        if merged.get("axis") in inherited and merged.get("axis") not in own:
+            inherited.pop(merged["axis"])         # the default's value of what is now swept
+        merged["circuit_args"] = inherited
+    return dataclass_config(Config, merged, tuples=("widths",))
 
 
 def test_loss(net: ForwardNetwork, task: tasks.Task) -> np.ndarray:
@@ -152,8 +166,9 @@ def learn(circuit: Plastic, task: tasks.Task, order: torch.Tensor, cfg: Config
 
 def run(config: Any, out: str | Path) -> dict[str, Any]:
     cfg = load(config)
+    out = output_dir(out, "out")              # writable, checked before any work
     with intra_op_threads(cfg.threads):       # a context manager: a bare call set nothing
-        return _run(cfg, Path(out))
+        return _run(cfg, out)
 
 
 def _run(cfg: Config, out: Path) -> dict[str, Any]:

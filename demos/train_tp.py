@@ -49,7 +49,8 @@ from solvers import minibatch_order
 from solvers import train as integrate
 
 from . import tasks
-from .config import Schema, Section, intra_op_threads, jsonable, load_config, read_yaml
+from .config import (Schema, Section, intra_op_threads, jsonable, load_config, output_dir,
+                     read_yaml)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "train_tp.yaml"
 METHODS = ("iterated_dtp", "ddtp_linear", "dfa", "backprop")
@@ -248,8 +249,7 @@ def figure(path: Path, name: str, histories: Mapping[str, Mapping[str, Any]]) ->
 def run(config: str | Path | Mapping[str, Any] | None, out: str | Path,
         progress: bool = True) -> dict[str, Any]:
     cfg = load(config)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(out, "out")              # writable, checked before any work
     start = time.perf_counter()
     dtype = cfg["network"].get("dtype", torch.float64)
     summary: dict[str, Any] = {"tasks": {}}
@@ -304,6 +304,11 @@ def main(argv: list[str] | None = None) -> int:
                         "configs/train_tp.yaml")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    try:                                 # every check before any training: usage errors
+        load(args.config)
+        output_dir(args.out, "--out")
+    except (OSError, ValueError, TypeError) as err:
+        parser.error(str(err))
     summary = run(args.config, args.out, progress=not args.no_progress)
     print(report(summary))
     return 0
