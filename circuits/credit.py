@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 import torch
 
 from .network import Forward, ForwardNetwork
+from .parameters import nonnegative_float
 
 Invert = Callable[[int, torch.Tensor], torch.Tensor]
 
@@ -32,6 +33,10 @@ def backprop(net: ForwardNetwork, fwd: Forward, delta_L: torch.Tensor) -> list[t
 def feedback_alignment(net: ForwardNetwork, fwd: Forward, delta_L: torch.Tensor,
                        feedback: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """``feedback[ℓ-2]`` is ``B_ℓ`` ``[S, n_{ℓ-1}, n_ℓ]`` for ℓ = 2..L (fixed, random)."""
+    if not isinstance(feedback, (list, tuple)) or len(feedback) != net.L - 1:
+        raise ValueError(f"feedback: received {type(feedback).__name__}"
+                         f"{' of %d' % len(feedback) if hasattr(feedback, '__len__') else ''}, "
+                         f"expected {net.L - 1} matrices B_ℓ [S, n_{{ℓ-1}}, n_ℓ] (ℓ = 2..L)")
     return cascade(net, fwd, delta_L, lambda l, d: d @ feedback[l - 2].transpose(-1, -2))
 
 
@@ -50,6 +55,7 @@ def gauss_newton(net: ForwardNetwork, fwd: Forward, delta_L: torch.Tensor,
     ``G = Σ_k J̄_k J̄_kᵀ``: the minimum-norm change spread over *all* layers at once, which is what
     deep feedback control with ``Q = Jᵀ`` delivers as α → 0 (SPEC §2). λ = 0 gives pseudo-inverses,
     large λ the gradient direction / λ."""
+    nonnegative_float("damping", damping)
     Js = net.output_jacobians(fwd)
     nL = Js[-1].shape[-2]
     eye = damping * torch.eye(nL, dtype=delta_L.dtype, device=delta_L.device)
@@ -71,6 +77,9 @@ def angle(a: torch.Tensor | Sequence[torch.Tensor], b: torch.Tensor | Sequence[t
           dims: int = 2) -> torch.Tensor:
     """Angle in degrees between ``a`` and ``b``, flattening their last ``dims`` axes (and
     concatenating lists: the angle between whole weight updates). Leading axes are kept."""
+    if isinstance(dims, bool) or not isinstance(dims, int) or dims < 1:
+        raise ValueError(f"dims: received {dims!r}, expected an integer ≥ 1 (trailing axes "
+                         "to flatten)")
     def flat(x):
         xs = [x] if isinstance(x, torch.Tensor) else list(x)
         return torch.cat([t.flatten(-dims) for t in xs], dim=-1)
@@ -93,6 +102,9 @@ def alignment(fwd: Forward, deltas: Sequence[torch.Tensor],
     """
     L = len(deltas)
     layers = list(range(1, L)) if layers is None else list(layers)
+    bad = [l for l in layers if isinstance(l, bool) or not isinstance(l, int) or not 1 <= l <= L]
+    if bad:
+        raise ValueError(f"layers: received {layers!r}, expected layer numbers 1..{L}")
     if not layers:
         layers = [L]
     mine = weight_updates(fwd, deltas)

@@ -26,7 +26,7 @@ import torch
 from .circuit import CreditCircuit, State
 from .network import ForwardNetwork, affine, compact
 from .feedback import random_feedback
-from .parameters import Population, Role
+from .parameters import Population, Role, check_finite_tensor, nonnegative_float
 
 FEEDBACK = ("transpose", "random")
 
@@ -118,7 +118,7 @@ class _InversionCircuit(CreditCircuit):
                         else self.given)
 
     def _feedback(self, feedback, shapes: list[tuple[int, int]], default: list[torch.Tensor],
-                  seed: int) -> list[torch.Tensor]:
+                  seed) -> list[torch.Tensor]:
         net = self.network
         if isinstance(feedback, str):
             if feedback not in FEEDBACK:
@@ -137,6 +137,10 @@ class _InversionCircuit(CreditCircuit):
                 raise ValueError(f"feedback[{i}]: received "
                                  f"{tuple(B.shape) if isinstance(B, torch.Tensor) else B!r}, "
                                  f"expected a tensor [S, {n}, {m}] or [{n}, {m}]")
+            if B.dim() == 3 and B.shape[0] not in (1, self.S):
+                raise ValueError(f"feedback[{i}]: received {B.shape[0]} replicas, expected 1 or "
+                                 f"S = {self.S}")
+            check_finite_tensor(f"feedback[{i}]", B)
             B = B.to(device=net.device, dtype=net.dtype)
             out.append((B if B.dim() == 3 else B[None]).expand(self.S, n, m).clone())
         return out
@@ -202,6 +206,9 @@ class DynamicInversion(_InversionCircuit):
             constants; each a number or S numbers (one per replica).
         feedback: ``"transpose"`` (B_ℓ = −W_ℓᵀ, stable for every α ≥ 0), ``"random"`` (Gaussian,
             seeded by ``feedback_seed``), or a list of ``B_ℓ`` tensors ``[S, n_{ℓ-1}, n_ℓ]``.
+        feedback_seed: for ``"random"``: an int (every replica the same ``B``), S ints (replica s
+            drawn from ``feedback_seed[s]``, as an S = 1 circuit with that int draws it) or None
+            (default: replica s from seed s). See :mod:`circuits.feedback`.
         stabilise: descend the smoothed spectral abscissa of each loop's linearisation until its
             spectral abscissa is below ``−stability_margin`` (see
             :func:`circuits.stability.stabilise_feedback`); replicas already stable are kept.
@@ -218,9 +225,13 @@ class DynamicInversion(_InversionCircuit):
     def __init__(self, network: ForwardNetwork, x: torch.Tensor,
                  target: torch.Tensor | None = None, *, output_error: torch.Tensor | None = None,
                  alpha=1e-3, k_i=1.0, k_p=0.0, tau_u=1.0, tau_delta=1.0,
-                 feedback: str | Sequence[torch.Tensor] = "transpose", feedback_seed: int = 0,
+                 feedback: str | Sequence[torch.Tensor] = "transpose", feedback_seed=None,
                  stabilise: bool = False, stability_margin: float = 1e-2):
         super().__init__(network, x, target, output_error, alpha, k_i, k_p, tau_u, tau_delta)
+        if not isinstance(stabilise, bool):
+            raise ValueError(f"stabilise: received {stabilise!r}, expected True or False")
+        if stabilise:
+            stability_margin = nonnegative_float("stability_margin", stability_margin)
         net = self.network
         shapes = [(net.widths[l - 1], net.widths[l]) for l in range(2, net.L + 1)]
         self.transposed = isinstance(feedback, str) and feedback == "transpose" and not stabilise
@@ -327,8 +338,9 @@ class SingleLoopDynamicInversion(_InversionCircuit):
     ``carry="linear"`` (ψ = identity, default) carries the error forward through the linear part
     of each layer, which is what makes the α = 0 steady state equal the layer-wise one (square
     layers); ``carry="activation"`` uses ψ = φ as the authors' nonlinear variant writes it.
-    ``feedback="transpose"`` gives ``B = −(W_L ⋯ W_2)ᵀ``; ``"random"`` or one tensor
-    ``[S, n_1, n_L]`` (e.g. the product of stabilised per-layer feedbacks) also work.
+    ``feedback="transpose"`` gives ``B = −(W_L ⋯ W_2)ᵀ``; ``"random"`` (seeded by
+    ``feedback_seed`` as in :class:`DynamicInversion`) or one tensor ``[S, n_1, n_L]`` (e.g. the
+    product of stabilised per-layer feedbacks) also work.
     Credits: ``φ'(a_ℓ) ⊙ δ_ℓ`` as in layer-wise DI.
     """
 
@@ -340,7 +352,7 @@ class SingleLoopDynamicInversion(_InversionCircuit):
     def __init__(self, network: ForwardNetwork, x: torch.Tensor,
                  target: torch.Tensor | None = None, *, output_error: torch.Tensor | None = None,
                  alpha=1e-3, k_i=1.0, k_p=0.0, tau_u=1.0, tau_delta=1.0,
-                 feedback: str | torch.Tensor = "transpose", feedback_seed: int = 0,
+                 feedback: str | torch.Tensor = "transpose", feedback_seed=None,
                  carry: str = "linear"):
         super().__init__(network, x, target, output_error, alpha, k_i, k_p, tau_u, tau_delta)
         net = self.network

@@ -47,6 +47,9 @@ class DeepFeedbackControl(CreditCircuit):
         leak: ``integral`` (default) or ``total``, see the module docstring.
         feedback: ``jacobian`` (``Q = Jᵀ`` at the feed-forward pass, averaged over the batch),
             ``random`` (seeded by ``feedback_seed``), or a list of ``Q_ℓ`` ``[S, n_ℓ, n_L]``.
+        feedback_seed: for ``random``: an int (every replica the same ``Q``), S ints (replica s
+            drawn from ``feedback_seed[s]``, as an S = 1 circuit with that int draws it) or None
+            (default: replica s from seed s). See :mod:`circuits.feedback`.
         feedback_scale: multiplies Q (a large loop gain is what makes pure I control unstable).
 
     State: ``v_ℓ`` (forward, ℓ = 1..L) and ``u`` (the integral controller). Observed as well:
@@ -57,7 +60,7 @@ class DeepFeedbackControl(CreditCircuit):
     def __init__(self, network: ForwardNetwork, x: torch.Tensor, target: torch.Tensor, *,
                  target_mode: str = "weak", nudge: float = 0.1, alpha=1e-3, k_i=1.0, k_p=0.0,
                  tau_v=0.2, tau_u=1.0, leak: str = "integral",
-                 feedback: str | Sequence[torch.Tensor] = "jacobian", feedback_seed: int = 0,
+                 feedback: str | Sequence[torch.Tensor] = "jacobian", feedback_seed=None,
                  feedback_scale: float = 1.0):
         if target_mode not in TARGETS:
             raise ValueError(f"target_mode: received {target_mode!r}, expected one of "

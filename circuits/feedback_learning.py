@@ -48,7 +48,8 @@ import torch
 
 from .circuit import Circuit, State
 from .network import ForwardNetwork
-from .parameters import Population, Role, given_matrices, positive_float
+from .parameters import (Population, Role, check_finite_tensor, check_real_tensor, check_seed,
+                         given_matrices, positive_float)
 from .target_propagation import MirroredDecoder
 
 NOISES = ("gaussian", "orthogonal")
@@ -164,12 +165,23 @@ class ReconstructionLearning(RegressionFlow):
         self.eta = positive_float("eta", eta)
         self.decay = _nonnegative("decay", decay)
         sigma = _nonnegative("noise", noise)
+        check_seed("seed", seed)
+        if not isinstance(check, bool):
+            raise ValueError(f"check: received {check!r}, expected True or False")
         if not isinstance(decoders, (list, tuple)) or len(decoders) != net.L - 1 or not all(
                 isinstance(g, MirroredDecoder) and g.c is not None for g in decoders):
             raise ValueError(f"decoders: received {type(decoders).__name__}"
                              f"{' of %d' % len(decoders) if hasattr(decoders, '__len__') else ''}"
                              f", expected {net.L - 1} MirroredDecoder objects with biases "
                              "[g_2, ..., g_L]")
+        for i, g in enumerate(decoders):
+            for part, value in (("V", g.V), ("c", g.c)):
+                (check_finite_tensor if check else check_real_tensor)(
+                    f"decoders[{i}].{part}", value, (2, 3))
+            n_in = net.widths[i + 1]
+            if tuple(g.c.shape[-2:]) != (1, n_in):
+                raise ValueError(f"decoders[{i}].c: received shape {tuple(g.c.shape)}, expected "
+                                 f"[S, 1, {n_in}] (layer {i + 2} → {i + 1})")
         fwd = net.forward(net.input(x, check_finite=check), prepared=True)
         gen = torch.Generator().manual_seed(seed)
         self.moments, self.theta0, self.populations, self._activations = {}, {}, [], {}
@@ -223,6 +235,7 @@ class DifferenceReconstruction(RegressionFlow):
         self.decay = _nonnegative("damping", damping)
         self.eta = positive_float("eta", eta)
         samples = _count("samples", samples)
+        check_seed("seed", seed)
         if noise not in NOISES:
             raise ValueError(f"noise: received {noise!r}, expected one of {list(NOISES)}")
         shapes = [(n, net.widths[-1]) for n in net.widths[1:-1]]
@@ -278,8 +291,11 @@ class FeedbackLearning:
     def __post_init__(self):
         for name in ("duration", "eta", "sigma", "damping", "init_scale"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-                raise ValueError(f"feedback.{name}: received {v!r}, expected a number > 0")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 \
+                    or (math.isinf(v) and name != "duration"):
+                raise ValueError(f"feedback.{name}: received {v!r}, expected a "
+                                 + ("number > 0 (math.inf: the fixed point)"
+                                    if name == "duration" else "finite number > 0"))
         _nonnegative("feedback.noise", self.noise)
         if not isinstance(self.warm_start, bool):
             raise ValueError(f"feedback.warm_start: received {self.warm_start!r}, expected "

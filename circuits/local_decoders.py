@@ -42,8 +42,9 @@ import torch.nn.functional as F
 
 from .circuit import Circuit, State
 from .gates import LayerSchedule, Signals
+from .feedback import replica_seeds
 from .network import ForwardNetwork
-from .parameters import Population, Role, replica_count
+from .parameters import Population, Role, check_real_tensor, check_seed, replica_count
 
 OUTPUT_LOSSES = ("bce", "mse")
 NORM_EPS = 1e-12
@@ -65,7 +66,8 @@ class LocalDecoders(Circuit):
             public code: fixed random read-outs).
         decoders: initial decoders, a list of L−1 tensors ``[S, n_L, n_ℓ]``; default: drawn
             U(−1/√n_ℓ, 1/√n_ℓ) (``nn.Linear``'s init) from ``decoder_seed``.
-        decoder_seed: an int (every replica the same decoders) or S ints.
+        decoder_seed: an int (every replica the same decoders) or S ints (replica s's drawn from
+            ``decoder_seed[s]`` alone, as an S = 1 circuit with that int draws them).
         normalize: per-example L2 normalisation of each hidden layer's output.
         output_loss: ``bce`` (binary cross-entropy on the sigmoid output) or ``mse``.
     """
@@ -155,10 +157,11 @@ class LocalDecoders(Circuit):
 
     def _draw_decoders(self, seed) -> list[torch.Tensor]:
         S, net = self.S, self.network
-        seeds = [seed] * S if isinstance(seed, int) and not isinstance(seed, bool) else seed
-        if not isinstance(seeds, (list, tuple)) or len(seeds) != S or any(
-                isinstance(s, bool) or not isinstance(s, int) for s in seeds):
-            raise ValueError(f"decoder_seed: received {seed!r}, expected an int or S = {S} ints")
+        # an int: every replica the same decoders; S ints (list, tuple, 1-D integer tensor or
+        # array): replica s's from seed[s] alone (circuits.feedback's seed rule)
+        seeds = replica_seeds("decoder_seed", seed, S)
+        for s in seeds:                    # layer ℓ draws from seed·1000 + ℓ
+            check_seed("decoder_seed", s * 1000 + self.L)
         out = []
         for l in range(1, self.L):
             n = net.widths[l]
@@ -179,6 +182,8 @@ class LocalDecoders(Circuit):
         out = []
         for l, D in enumerate(decoders, start=1):
             shape = (self.S, self.n_y, net.widths[l])
+            if isinstance(D, torch.Tensor):
+                check_real_tensor(f"decoders[{l - 1}]", D)
             if not isinstance(D, torch.Tensor) or tuple(D.shape) != shape \
                     or not torch.isfinite(D).all():
                 got = tuple(D.shape) if isinstance(D, torch.Tensor) else type(D).__name__

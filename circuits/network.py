@@ -6,13 +6,15 @@ independent network (its own weights), so a sweep over seeds or initial scales i
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
 from .activations import Activation, get_activation
-from .parameters import check_finite_tensor
+from .parameters import (check_device, check_dtype, check_finite_tensor, check_real_tensor,
+                         check_seed, describe)
 
 INITS = ("uniform", "normal", "orthogonal")
 
@@ -79,19 +81,27 @@ class ForwardNetwork:
                 isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in widths):
             raise ValueError(f"widths: received {widths!r}, expected a list of at least two "
                              "positive integers [n_0, ..., n_L]")
-        if isinstance(seed, (list, tuple)) and replicas == 1:
-            replicas = len(seed)              # one replica per seed
+        if isinstance(seed, (list, tuple)):
+            if not seed:
+                raise ValueError("seed: received an empty sequence, expected an int or one int "
+                                 "per replica")
+            if replicas == 1:
+                replicas = len(seed)          # one replica per seed
         if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
             raise ValueError(f"replicas: received {replicas!r}, expected an integer ≥ 1")
-        if init not in INITS:
+        if not isinstance(init, str) or init not in INITS:
             raise ValueError(f"init: received {init!r}, expected one of {list(INITS)}")
-        if scale is not None and (not isinstance(scale, (int, float)) or not scale > 0):
-            raise ValueError(f"scale: received {scale!r}, expected a number > 0 or None")
+        if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))
+                                  or not math.isfinite(scale) or not scale > 0):
+            raise ValueError(f"scale: received {scale!r}, expected a number > 0 (finite) or None")
+        if not isinstance(bias, bool):
+            raise ValueError(f"bias: received {bias!r}, expected True or False")
         self.widths = list(widths)
         self.L = len(widths) - 1
         self.hidden_activation = get_activation(activation, "activation")
         self.output_activation = get_activation(output_activation, "output_activation")
-        self.dtype, self.device = dtype, torch.device(device)
+        self.dtype = check_dtype("dtype", dtype)
+        self.device = check_device("device", device)
         if weights is not None:
             self.weights = self._given("weights", weights, [(n, m) for m, n in
                                                             zip(widths, widths[1:])])
@@ -99,7 +109,8 @@ class ForwardNetwork:
         else:
             self.weights = self._draw(init, scale, replicas, seed)
         if biases is not None:
-            self.biases = self._given("biases", biases, [(1, n) for n in widths[1:]])
+            self.biases = self._given("biases", biases, [(1, n) for n in widths[1:]],
+                                      replicas)
         elif bias:
             self.biases = [torch.zeros(replicas, 1, n, dtype=dtype, device=self.device)
                            for n in widths[1:]]
@@ -107,12 +118,23 @@ class ForwardNetwork:
             self.biases = None
         self.replicas = replicas
 
-    def _given(self, name: str, tensors: Sequence[torch.Tensor], shapes: list[tuple[int, int]]):
+    def _given(self, name: str, tensors: Sequence[torch.Tensor], shapes: list[tuple[int, int]],
+               replicas: int | None = None):
+        if not isinstance(tensors, (list, tuple)):
+            raise TypeError(f"{name}: received {describe(tensors)}, expected a list of "
+                            f"{len(shapes)} tensors (one per layer of widths {self.widths})")
         if len(tensors) != len(shapes):
             raise ValueError(f"{name}: received {len(tensors)} tensors, expected {len(shapes)} "
                              f"(one per layer of widths {self.widths})")
         out = []
-        S = tensors[0].shape[0] if isinstance(tensors[0], torch.Tensor) else None
+        S = tensors[0].shape[0] if isinstance(tensors[0], torch.Tensor) \
+            and tensors[0].dim() == 3 else None
+        if S == 0:
+            raise ValueError(f"{name}[0]: received shape {tuple(tensors[0].shape)}, expected at "
+                             "least one replica (S ≥ 1)")
+        if replicas is not None and S is not None and S != replicas:
+            raise ValueError(f"{name}[0]: received {S} replicas, expected S = {replicas} like "
+                             "the weights")
         for i, (w, shape) in enumerate(zip(tensors, shapes)):
             check_finite_tensor(f"{name}[{i}]", w, dims=(3,))
             if tuple(w.shape) != (S, *shape):
@@ -122,10 +144,14 @@ class ForwardNetwork:
         return out
 
     def _draw(self, init: str, scale: float | None, replicas: int, seed):
-        seeds = [seed] * replicas if isinstance(seed, int) else list(seed)
-        if len(seeds) != replicas or any(isinstance(s, bool) or not isinstance(s, int)
-                                         for s in seeds):
+        seeds = [seed] * replicas if isinstance(seed, int) and not isinstance(seed, bool) \
+            else list(seed) if isinstance(seed, (list, tuple)) else None
+        if seeds is None or len(seeds) != replicas or any(isinstance(s, bool)
+                                                          or not isinstance(s, int)
+                                                          for s in seeds):
             raise ValueError(f"seed: received {seed!r}, expected an int or {replicas} ints")
+        for s in seeds:
+            check_seed("seed", s)
         # Draw each distinct seed once, so identical seeds give bit-identical replicas.
         cache: dict[int, list[torch.Tensor]] = {}
         for s in set(seeds):
@@ -186,6 +212,9 @@ class ForwardNetwork:
         elif not isinstance(x, torch.Tensor) or x.dim() not in (2, 3):
             raise ValueError(f"{name}: received {getattr(x, 'shape', type(x).__name__)}, "
                              "expected a tensor [B, n] or [S, B, n]")
+        else:
+            check_real_tensor(name, x)
+        _check_examples(name, x)
         if x.shape[-1] != self.widths[0]:
             raise ValueError(f"{name}: received shape {tuple(x.shape)}, expected [B, {self.widths[0]}]"
                              f" or [S, B, {self.widths[0]}] (n_0 = {self.widths[0]})")
@@ -203,9 +232,15 @@ class ForwardNetwork:
         elif not isinstance(y, torch.Tensor) or y.dim() not in (2, 3):
             raise ValueError(f"{name}: received {getattr(y, 'shape', type(y).__name__)}, "
                              "expected a tensor [B, n] or [S, B, n]")
+        else:
+            check_real_tensor(name, y)
+        _check_examples(name, y)
         if y.shape[-1] != self.widths[-1]:
             raise ValueError(f"{name}: received shape {tuple(y.shape)}, expected last dimension "
                              f"n_L = {self.widths[-1]}")
+        if y.dim() == 3 and y.shape[0] not in (1, self.replicas):
+            raise ValueError(f"{name}: received {y.shape[0]} replicas, expected 1 or "
+                             f"S = {self.replicas}")
         y = y.to(device=self.device, dtype=self.dtype)
         return (y if y.dim() == 3 else y[None]).expand(self.replicas, -1, -1)
 
@@ -250,9 +285,32 @@ class ForwardNetwork:
         return out[::-1]
 
 
-def _per_replica_values(value) -> list:
-    """A number, sequence, array or tensor as a flat Python list (a number: one entry)."""
-    return torch.as_tensor(value).reshape(-1).tolist()
+def _check_examples(name: str, x: torch.Tensor) -> None:
+    """At least one example (B ≥ 1) and, for ``[S, B, n]``, at least one replica."""
+    if x.shape[-2] < 1 or (x.dim() == 3 and x.shape[0] < 1):
+        raise ValueError(f"{name}: received shape {tuple(x.shape)}, expected at least one "
+                         "example (B ≥ 1) and one replica")
+
+
+def _per_replica_values(name: str, value) -> list:
+    """A number, sequence, array or tensor as a flat Python list (a number: one entry) of real
+    numbers; anything else is an error naming ``name``."""
+    if isinstance(value, torch.Tensor):
+        check_real_tensor(name, value)
+    elif isinstance(value, (list, tuple)):
+        if any(isinstance(v, (bool, complex, str)) for v in value):
+            raise TypeError(f"{name}: received {value!r}, expected real numbers")
+    elif isinstance(value, (bool, complex, str)) or value is None:
+        raise TypeError(f"{name}: received {describe(value)} {value!r}, expected a number or "
+                        "a sequence of numbers (one per replica)")
+    try:
+        values = torch.as_tensor(value).reshape(-1).tolist()
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(f"{name}: received {describe(value)}, expected a number or a sequence "
+                        f"of numbers ({error})") from None
+    if not values:
+        raise ValueError(f"{name}: received no values, expected at least one")
+    return values
 
 
 def replica_network(widths: Sequence[int], seeds: Sequence[int] | torch.Tensor | int,
@@ -262,8 +320,14 @@ def replica_network(widths: Sequence[int], seeds: Sequence[int] | torch.Tensor |
     ``ForwardNetwork(widths, seed=seeds[s], **kwargs)`` with its weights multiplied by
     ``scales[s]`` (the initial weight scale relative to the init's default). A single number is
     shared by every replica; S is the longer of ``seeds`` and ``scales``."""
-    seeds_l = [int(s) for s in _per_replica_values(seeds)]
-    scales_l = [1.0] if scales is None else [float(c) for c in _per_replica_values(scales)]
+    seeds_l = _per_replica_values("seeds", seeds)
+    if any(isinstance(s, float) and not s.is_integer() for s in seeds_l):
+        raise ValueError(f"seeds: received {seeds!r}, expected integers")
+    seeds_l = [check_seed("seeds", int(s)) for s in seeds_l]
+    scales_l = [1.0] if scales is None else [float(c) for c in
+                                             _per_replica_values("scales", scales)]
+    if not all(math.isfinite(c) and c > 0 for c in scales_l):
+        raise ValueError(f"scales: received {scales_l}, expected finite numbers > 0")
     S = max(len(seeds_l), len(scales_l))
     for name, values in (("seeds", seeds_l), ("scales", scales_l)):
         if len(values) not in (1, S):

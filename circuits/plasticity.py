@@ -50,7 +50,7 @@ from .dynamic_inversion import DynamicInversion
 from .network import ForwardNetwork
 from .feedback import random_feedback
 from .gates import Continuous, LayerSchedule, Schedule, Settled, Signals
-from .parameters import Population, Role, positive_float
+from .parameters import Population, Role, check_finite_tensor, positive_float
 
 Update = list[tuple[torch.Tensor, torch.Tensor | None]]
 GATES = ("settled", "always")
@@ -120,18 +120,33 @@ class ClosedForm(Family):
     """Instantaneous credit: ``backprop``, ``feedback_alignment`` (fixed random ``B_ℓ``
     ``[S, n_{ℓ-1}, n_ℓ]`` drawn N(0, scale²/n_ℓ) from ``seed`` on first use, or given),
     ``pseudo_backprop`` (``W⁺``) or ``ndi`` (layer-wise DI's closed-form steady state; ``dynamics``
-    are :class:`DynamicInversion`'s keyword arguments, e.g. ``alpha``)."""
+    are :class:`DynamicInversion`'s keyword arguments, e.g. ``alpha``).
+
+    ``seed`` (feedback alignment): an int (every replica the same ``B``), S ints (replica s
+    drawn from ``seed[s]``, as an S = 1 network with that int draws it) or None (default:
+    replica s from seed s, so the seeds of a training run each get their own feedback). See
+    :mod:`circuits.feedback`."""
 
     settles = False
     CREDITS = ("backprop", "feedback_alignment", "pseudo_backprop", "ndi")
 
     def __init__(self, credit: str, *, feedback: Sequence[torch.Tensor] | None = None,
-                 seed: int = 0, scale: float = 1.0, **dynamics):
+                 seed=None, scale: float = 1.0, **dynamics):
         if credit not in self.CREDITS:
             raise ValueError(f"credit: received {credit!r}, expected one of {list(self.CREDITS)}")
         if dynamics and credit != "ndi":
             raise ValueError(f"{sorted(dynamics)}: received keyword arguments for credit "
                              f"{credit!r}, expected them only with credit='ndi'")
+        if feedback is not None:
+            if credit != "feedback_alignment":
+                raise ValueError(f"feedback: received matrices for credit {credit!r}, expected "
+                                 "None (only credit='feedback_alignment' uses feedback)")
+            if not isinstance(feedback, (list, tuple)) or not feedback:
+                raise ValueError(f"feedback: received {type(feedback).__name__}, expected None "
+                                 "or a list of B_ℓ tensors [S, n_{ℓ-1}, n_ℓ] (ℓ = 2..L)")
+            for i, B in enumerate(feedback):
+                check_finite_tensor(f"feedback[{i}]", B, dims=(3,))
+        self._given_feedback = feedback is not None
         self.credit, self.feedback, self.seed = credit, feedback, seed
         self.scale = positive_float("scale", scale)
         self.dynamics = dynamics
@@ -140,15 +155,27 @@ class ClosedForm(Family):
         if self.feedback is None:
             self.feedback = random_feedback(
                 [(net.widths[l - 1], net.widths[l]) for l in range(2, net.L + 1)],
-                net.replicas, self.seed, net.dtype, net.device, scale=self.scale)
+                net.replicas, self.seed, net.dtype, net.device, scale=self.scale, name="seed")
         return self.feedback
 
     def build(self, network, x, target):
         if self.credit == "ndi":
             return DynamicInversion(network, x, target, **self.dynamics)
         if self.credit == "feedback_alignment":
+            if getattr(self, "_given_feedback", False):
+                self._check_given_feedback(network)
             self._fa_feedback(network)
         return _Instant(network, network.input(x), network.output_like(target))
+
+    def _check_given_feedback(self, net: ForwardNetwork) -> None:
+        """Given B_ℓ: one per layer ℓ = 2..L, shaped ``[S, n_{ℓ-1}, n_ℓ]`` for the network's S."""
+        want = [(net.widths[l - 1], net.widths[l]) for l in range(2, net.L + 1)]
+        got = [tuple(B.shape) for B in self.feedback]
+        if [g[1:] for g in got] != want or any(g[0] not in (1, net.replicas) for g in got):
+            raise ValueError(f"feedback: received shapes {got}, expected "
+                             f"{[('S', *w) for w in want]} with S = 1 or {net.replicas} (B_ℓ "
+                             "[S, n_{ℓ-1}, n_ℓ] for ℓ = 2..L)")
+        self.feedback = [B.to(dtype=net.dtype, device=net.device) for B in self.feedback]
 
     def updates(self, circuit, y):
         net = circuit.network

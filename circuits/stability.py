@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Callable
 
 import torch
 
 from .circuit import Circuit, State
+from .parameters import (check_finite_tensor, describe, nonnegative_float, positive_float)
 
 #: Explicit Runge-Kutta methods whose order equals their number of stages (p ≤ 4): whatever the
 #: tableau, their stability function is ``Σ_{k ≤ p} z^k / k!``.
@@ -44,8 +46,45 @@ def unflatten_replicas(flat: torch.Tensor, like: State) -> State:
             for (name, v), part in zip(like.items(), flat.split(sizes, dim=-1))}
 
 
+def check_state(name: str, y, circuit=None) -> State:
+    """``y``: a non-empty mapping of finite real tensors ``[S, ...]`` with one leading replica
+    axis (and, when ``circuit`` declares populations, exactly its state's names)."""
+    if not isinstance(y, Mapping) or not y:
+        raise TypeError(f"{name}: received {describe(y)}, expected a non-empty dict "
+                        "{population: tensor [S, B, n]}")
+    S = None
+    for k, v in y.items():
+        check_finite_tensor(f"{name}[{k!r}]", v)
+        if v.dim() < 1 or v.shape[0] < 1 or v.numel() == 0:
+            raise ValueError(f"{name}[{k!r}]: received shape {tuple(v.shape)}, expected "
+                             "[S, B, n] with S, B, n ≥ 1")
+        if S is None:
+            S = v.shape[0]
+        elif v.shape[0] != S:
+            raise ValueError(f"{name}[{k!r}]: received {v.shape[0]} replicas, expected S = {S} "
+                             "like the other populations")
+    pops = getattr(circuit, "populations", None)
+    if pops:
+        want = {p.name for p in pops}
+        if set(y) != want:
+            raise ValueError(f"{name}: received populations {sorted(y)}, expected "
+                             f"{sorted(want)} (the circuit's state)")
+    return y
+
+
+def check_time(name: str, t) -> float:
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
+        raise ValueError(f"{name}: received {t!r}, expected a finite number")
+    return float(t)
+
+
 def jacobian(circuit: Circuit, y: State, t: float = 0.0) -> torch.Tensor:
     """``∂f/∂y`` per replica, ``[S, D, D]``, in the order of :func:`flatten_replicas`."""
+    if not callable(getattr(circuit, "vector_field", None)):
+        raise TypeError(f"circuit: received {type(circuit).__name__}, expected a circuit with "
+                        "a vector_field(t, y) method")
+    check_state("y", y, circuit)
+    check_time("t", t)
     y_flat = flatten_replicas(y)
 
     def f(flat: torch.Tensor) -> torch.Tensor:
@@ -77,7 +116,7 @@ class StabilityReport:
 
 
 def check_stepping_method(method: str) -> None:
-    if method not in STEPPING_METHODS:
+    if not isinstance(method, str) or method not in STEPPING_METHODS:
         raise ValueError(f"method: received {method!r}, expected one of {list(STEPPING_METHODS)} "
                          "(the fixed-step methods whose stability function is known here; an "
                          "adaptive method has none: pass method=None)")
@@ -114,19 +153,36 @@ def amplification(J: torch.Tensor, method: str, dt: float,
     """One-step matrix ``A [S, D, D]`` with ``y_{n+1} = A y_n`` for ``dy/dt = J y`` (``J``
     ``[S, D, D]``; ``leak`` ``[S, D]`` is the decay rate exponential Euler treats exactly)."""
     check_stepping_method(method)
+    dt = positive_float("dt", dt)
     if method == "exp_euler":
         return exponential_euler_amplification(J, dt, leak)
     return taylor_polynomial(dt * J, RUNGE_KUTTA_ORDER[method])
 
 
-def analyse(J: torch.Tensor, method: str | None = None, dt: float | None = None,
-            leak: torch.Tensor | None = None, tol: float = 1e-10) -> StabilityReport:
-    """Stability of ``dy/dt = J y`` per replica (``J`` ``[S, D, D]``)."""
+def _check_method_and_step(method: str | None, dt: float | None) -> None:
+    """A stepping method comes with a step ``dt > 0``; a step without a method is an error."""
     if method is not None:
         check_stepping_method(method)
         if dt is None:
             raise ValueError("dt: received None, expected a step size with method "
                              f"{method!r}")
+        positive_float("dt", dt)
+    elif dt is not None:
+        raise ValueError(f"dt: received {dt!r} without a method, expected method= one of "
+                         f"{list(STEPPING_METHODS)} (the step size is for a method's "
+                         "amplification matrix) or dt=None")
+
+
+def analyse(J: torch.Tensor, method: str | None = None, dt: float | None = None,
+            leak: torch.Tensor | None = None, tol: float = 1e-10) -> StabilityReport:
+    """Stability of ``dy/dt = J y`` per replica (``J`` ``[S, D, D]``)."""
+    check_finite_tensor("J", J, dims=(3,))
+    if J.shape[-1] != J.shape[-2] or J.numel() == 0:
+        raise ValueError(f"J: received shape {tuple(J.shape)}, expected [S, D, D] with S, D ≥ 1")
+    tol = nonnegative_float("tol", tol)
+    _check_method_and_step(method, dt)
+    if leak is not None:
+        check_finite_tensor("leak", leak, dims=(2,))
     ev = torch.linalg.eigvals(J)
     abscissa = ev.real.amax(dim=-1)
     report = StabilityReport(ev, abscissa, abscissa < -tol)
@@ -139,8 +195,13 @@ def analyse(J: torch.Tensor, method: str | None = None, dt: float | None = None,
 
 def analyse_circuit(circuit: Circuit, y: State | None = None, method: str | None = None,
                     dt: float | None = None) -> StabilityReport:
-    """:func:`analyse` of a circuit's linearisation at ``y`` (default: its initial state)."""
-    y = circuit.initial_state() if y is None else y
+    """:func:`analyse` of a circuit's linearisation at ``y`` (default: its initial state).
+    Method and step are checked before any work (the Jacobian costs D forward-mode passes)."""
+    _check_method_and_step(method, dt)
+    if not callable(getattr(circuit, "initial_state", None)):
+        raise TypeError(f"circuit: received {type(circuit).__name__}, expected a circuit "
+                        "(initial_state() and vector_field(t, y))")
+    y = circuit.initial_state() if y is None else check_state("y", y, circuit)
     leak = None
     if method == "exp_euler":
         rates = circuit.leak(y)
@@ -164,6 +225,13 @@ def _lyapunov_parts(A: torch.Tensor):
 def smoothed_spectral_abscissa(A: torch.Tensor, epsilon: float = 0.01, iters: int = 80):
     """``s̃_ε(A)``: the s > max Re λ(A) with ``∫₀^∞ ‖e^{(A−sI)t}‖_F² dt = 1/ε``, and its
     gradient ``QP / tr(QP)`` with respect to ``A`` (both batched over leading axes)."""
+    check_finite_tensor("A", A)
+    if A.dim() < 2 or A.shape[-1] != A.shape[-2] or A.numel() == 0:
+        raise ValueError(f"A: received shape {tuple(A.shape)}, expected square matrices "
+                         "[..., D, D] with D ≥ 1")
+    epsilon = positive_float("epsilon", epsilon)
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
+        raise ValueError(f"iters: received {iters!r}, expected an integer ≥ 1")
     lam, V, Vinv, C, G = _lyapunov_parts(A)
     denom = lambda s: 2 * s[..., None, None] - lam[..., :, None] - lam.conj()[..., None, :]
 
@@ -196,6 +264,15 @@ def stabilise_feedback(loop_matrix: Callable[[int, torch.Tensor], torch.Tensor],
     """Descend the smoothed spectral abscissa of ``loop_matrix(layer, B)`` with respect to B
     until every replica's spectral abscissa is below ``−margin``. Replicas already stable are
     left untouched. Raises if ``max_steps`` is not enough."""
+    if not callable(loop_matrix):
+        raise TypeError(f"loop_matrix: received {type(loop_matrix).__name__}, expected a "
+                        "function (layer, B) → M")
+    check_finite_tensor("B", B, dims=(3,))
+    margin = nonnegative_float("margin", margin)
+    epsilon = positive_float("epsilon", epsilon)
+    rate = positive_float("rate", rate)
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps: received {max_steps!r}, expected an integer ≥ 1")
     B = B.clone()
     for _ in range(max_steps):
         M = loop_matrix(layer, B)

@@ -55,8 +55,9 @@ from . import credit
 from .activations import Activation
 from .circuit import CreditCircuit, State
 from .network import ForwardNetwork
-from .feedback import random_feedback
-from .parameters import Population, Role, describe, given_matrices, positive_float
+from .feedback import per_seed, random_feedback, replica_seeds
+from .parameters import (Population, Role, check_finite_tensor, check_real_tensor, describe,
+                         given_matrices, positive_float)
 
 RULES = ("iterated_output", "iterated_input", "dtp", "tp", "ddtp_linear", "dfa")
 UPDATE_FORMS = ("dtp1", "dtp", "local_loss")
@@ -99,21 +100,28 @@ class InverseDecoder(Decoder):
         return self.inverse(v @ self.M.transpose(-1, -2))
 
 
-def inverse_decoders(network: ForwardNetwork, perturbation: float = 0.0, seed: int = 0
+def inverse_decoders(network: ForwardNetwork, perturbation: float = 0.0, seed=0
                      ) -> list[InverseDecoder]:
     """Decoders ``g_2..g_L`` inverting each layer of a network with square weights, optionally
-    with ``M = W⁻¹ + perturbation·E`` (E standard normal / √n, seeded)."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
+    with ``M = W⁻¹ + perturbation·E`` (E standard normal / √n, seeded).
+
+    ``seed``: an int (every replica the same E) or S ints (replica s's E drawn from ``seed[s]``,
+    layer after layer, as for an S = 1 network with that int): a replica's E never depends on S
+    or on the other replicas (:mod:`circuits.feedback`)."""
+    seeds = replica_seeds("seed", seed, network.weights[0].shape[0])
+    Ms = []
     for l in range(2, network.L + 1):
         W = network.weights[l - 1]
         if W.shape[-1] != W.shape[-2]:
             raise ValueError(f"network.widths: layer {l} maps {W.shape[-1]} → {W.shape[-2]} "
                              "units, expected square layers (equal widths) for exact inverses")
-        M = torch.linalg.inv(W)
-        if perturbation:
-            E = torch.randn(M.shape, generator=g, dtype=torch.float64).to(M) / M.shape[-1] ** 0.5
-            M = M + perturbation * E
+        Ms.append(torch.linalg.inv(W))
+    if perturbation:
+        Es = per_seed(seeds, lambda g: [torch.randn(M.shape[-2:], generator=g,
+                                                    dtype=torch.float64) for M in Ms])
+        Ms = [M + perturbation * (E.to(M) / M.shape[-1] ** 0.5) for M, E in zip(Ms, Es)]
+    out = []
+    for l, M in zip(range(2, network.L + 1), Ms):
         b = None if network.biases is None else network.biases[l - 1]
         out.append(InverseDecoder(M, b, network.activation(l - 1)))
     return out
@@ -137,6 +145,9 @@ class TargetPropagation(CreditCircuit):
             feed-forward pass, batch-averaged; ``damping`` = λ; recomputed at every
             :meth:`present`) or ``"random"`` (seeded), or a function ``(network, x) → [Q_ℓ]``
             called now and at every :meth:`present`.
+        feedback_seed: for ``"random"``: an int (every replica the same ``Q``), S ints (replica
+            s drawn from ``feedback_seed[s]``, as an S = 1 circuit with that int draws it) or None
+            (default: replica s from seed s). See :mod:`circuits.feedback`.
         online_gamma: make weights state with the online rule and this decay γ (None: fixed);
             the circuit is then a learning circuit for :func:`solvers.train` (:meth:`present`).
         online_form: ``"dtp1"`` (``n = r/(‖r‖² + 1)``: integrates to η·DTP1) or
@@ -157,7 +168,7 @@ class TargetPropagation(CreditCircuit):
                  rule: str = "iterated_output", beta=0.1, tau=1.0, tau_out=None,
                  decoders: Sequence[Decoder] | None = None,
                  feedback: str | Sequence[torch.Tensor] | None = None, damping: float = 1e-3,
-                 feedback_seed: int = 0, online_gamma: float | None = None,
+                 feedback_seed=None, online_gamma: float | None = None,
                  online_eta: float = 1.0, online_form: str = "dtp1", anchor: float = 0.0):
         if rule not in RULES:
             raise ValueError(f"rule: received {rule!r}, expected one of {list(RULES)}")
@@ -176,10 +187,11 @@ class TargetPropagation(CreditCircuit):
         self.online = online_gamma is not None
         if self.online:
             self.eta = positive_float("online_eta", online_eta)
-            self.gamma = float(online_gamma)
-            if not self.gamma >= 0:
+            if isinstance(online_gamma, bool) or not isinstance(online_gamma, (int, float)) \
+                    or not math.isfinite(online_gamma) or online_gamma < 0:
                 raise ValueError(f"online_gamma: received {online_gamma!r}, expected a number "
-                                 "≥ 0 or None")
+                                 "≥ 0 (finite) or None")
+            self.gamma = float(online_gamma)
             if rule == "iterated_input":
                 raise ValueError("online_gamma: received a number for rule 'iterated_input', "
                                  "expected None: its targets start at g_ℓ(h_ℓ), not at h_{ℓ-1}, "
@@ -218,23 +230,47 @@ class TargetPropagation(CreditCircuit):
 
     @classmethod
     def iterated_inverse(cls, network: ForwardNetwork, x: torch.Tensor, target: torch.Tensor, *,
-                         beta=0.1, tau=1.0, perturbation: float = 0.0, decoder_seed: int = 0
+                         beta=0.1, tau=1.0, perturbation: float = 0.0, decoder_seed=0
                          ) -> "TargetPropagation":
         """Bengio's iterated inverse (rule ``iterated_output``) with inverse decoders
         ``g_ℓ(h) = φ⁻¹(M_ℓ(h − b_ℓ))``, ``M_ℓ = W_ℓ⁻¹ + perturbation·E`` (:func:`inverse_decoders`,
-        E seeded by ``decoder_seed``): the network needs square layers and an invertible hidden
-        activation. The targets settle on :meth:`exact_inverse_targets` whenever the iteration
+        E seeded by ``decoder_seed``: an int or S ints): the network needs square layers and an
+        invertible hidden activation. The targets settle on :meth:`exact_inverse_targets` whenever the iteration
         contracts (``‖g∘f − I‖ < 1``, i.e. a small enough perturbation)."""
         return cls(network, x, target, rule="iterated_output", beta=beta, tau=tau,
-                   decoders=inverse_decoders(network, perturbation, decoder_seed))
+                   decoders=inverse_decoders(network, perturbation, replica_seeds(
+                       "decoder_seed", decoder_seed, network.weights[0].shape[0])))
 
-    def _checked_decoders(self, decoders) -> list[Decoder]:
+    def _checked_decoders(self, decoders, check: bool = True) -> list[Decoder]:
+        """The decoders ``[g_2, ..., g_L]``: Decoder objects; the matrices of mirrored and
+        inverse decoders shaped ``[S, n_{ℓ-1}, n_ℓ]`` (S = 1 or this circuit's) and, with
+        ``check``, finite (one host sync per matrix)."""
         if not isinstance(decoders, (list, tuple)) or len(decoders) != self.L - 1 or not all(
                 isinstance(g, Decoder) for g in decoders):
             raise ValueError(f"decoders: received {describe(decoders)}, expected "
                              f"{self.L - 1} circuits.target_propagation.Decoder objects "
                              f"[g_2, ..., g_L] for rule {self.rule!r} (or a function "
                              "(network, x) returning them)")
+        widths = self.network.widths
+        for i, g in enumerate(decoders):
+            n_below, n = widths[i + 1], widths[i + 2]
+            parts = ((("V", g.V, (n_below, n)), ("c", g.c, (1, n_below)))
+                     if isinstance(g, MirroredDecoder) else
+                     (("M", g.M, (n_below, n)), ("b", g.b, (1, n)))
+                     if isinstance(g, InverseDecoder) else ())
+            for part, value, shape in parts:
+                if value is None:
+                    continue
+                name = f"decoders[{i}].{part}"
+                check_real_tensor(name, value, dims=(2, 3))
+                if tuple(value.shape[-2:]) != shape or value.dim() == 3 \
+                        and value.shape[0] not in (1, self.S):
+                    raise ValueError(f"{name}: received shape {tuple(value.shape)}, expected "
+                                     f"[S, {shape[0]}, {shape[1]}] with S = 1"
+                                     f"{' or %d' % self.S if self.S > 1 else ''} "
+                                     f"(decoder g_{i + 2}: layer {i + 2} → {i + 1})")
+                if check:
+                    check_finite_tensor(name, value)
         return list(decoders)
 
     def _derive(self, compact_weights: bool) -> None:
@@ -309,7 +345,7 @@ class TargetPropagation(CreditCircuit):
             if self.direct:
                 self.feedback = self._feedback(given_fb, self.damping, 0)
             else:
-                self.decoders = self._checked_decoders(given_fb)
+                self.decoders = self._checked_decoders(given_fb, check)
         else:
             self.refresh_feedback()
         return {f"tau_{l}": h.clone() for l, h in enumerate(self.h, start=1)}
@@ -437,7 +473,7 @@ class TargetPropagation(CreditCircuit):
         out[f"tau_{self.L}"] = star[f"tau_{self.L}"]
         return out
 
-    def _feedback(self, feedback, damping: float, seed: int) -> list[torch.Tensor]:
+    def _feedback(self, feedback, damping: float, seed) -> list[torch.Tensor]:
         net, S = self.network, self.S
         shapes = [(n, net.widths[-1]) for n in net.widths[1:-1]]
         if feedback is None:
@@ -704,7 +740,7 @@ def gauss_newton_targets(network: ForwardNetwork, x: torch.Tensor, target: torch
 
 # -- measuring the iterated inverse (Bengio 2020 §4) ----------------------------------------------
 
-def normalised_inverse_decoders(network: ForwardNetwork, radius: float, seed: int = 0
+def normalised_inverse_decoders(network: ForwardNetwork, radius: float, seed=0
                                 ) -> list[InverseDecoder]:
     """Decoders ``g_ℓ(h) = φ⁻¹(M_ℓ (h − b_ℓ))`` whose linearised iteration has spectral radius
     exactly ``radius`` at every layer: ``M_ℓ = W_ℓ⁻¹ + radius·E_ℓ/ρ(E_ℓ W_ℓ)``, E_ℓ the seeded

@@ -7,10 +7,11 @@ Each sweep puts a grid of circuit parameters on the replica axis S of one
 (``network`` section) and one seeded example ``x ~ N(0, I)``, ``target ~ N(0, I)``:
 
 * ``dynamic_inversion``: layer-wise DI (SPEC §1) over integral gain k_i × leak α (64 × 64 by
-  default). The feedback ``B`` is random (Gaussian, drawn once from ``feedback_seed`` and shared
-  by every replica), so ``W B`` has eigenvalues with positive real part: the loop is stable in
-  continuous time only when the leak beats the gain, roughly ``α > k_i · max Re λ(W B)`` — a
-  diagonal boundary in the log-log plane. (With ``B = −Wᵀ`` every α ≥ 0 is stable.) DI is
+  default). The feedback ``B`` is random (Gaussian, drawn from ``feedback_seed`` and shared
+  by every replica; a ``feedback_seed`` grid axis gives each replica its own), so ``W B`` has
+  eigenvalues with positive real part: the loop is stable in continuous time only when the
+  leak beats the gain, roughly ``α > k_i · max Re λ(W B)`` — a diagonal boundary in the
+  log-log plane. (With ``B = −Wᵀ`` every α ≥ 0 is stable.) DI is
   affine in its state, so by default it is integrated with its exact flow (``method: auto``:
   :mod:`solvers.affine`, steps doubling from ``dt``): there is no step-size boundary, and the
   settle time is known to within a step of the doubling grid. With ``method: euler`` Euler's own
@@ -68,7 +69,6 @@ import numpy as np
 import torch
 
 from circuits import DynamicInversion, ForwardNetwork, replica_network
-from circuits.feedback import random_feedback
 from circuits.feedback_control import DeepFeedbackControl
 from solvers import solve
 from solvers.solve import Status
@@ -140,8 +140,12 @@ def make_grid(name: str, config: Config) -> Grid:
         raise ValueError(f"config key '{name}_grid': received {axes!r}, expected a mapping of "
                          "parameter names to values")
     valid = set(Section(CIRCUITS[name], exclude=_CIRCUIT_INPUTS).valid_keys()) | set(NETWORK_AXES)
-    # feedback_seed is not an axis here: the demo draws one feedback shared by every replica
-    allowed = {k: v for k, v in PARAMETERS.items() if k in valid and k != "feedback_seed"}
+    allowed = {k: v for k, v in PARAMETERS.items() if k in valid}
+    if "feedback_seed" in axes and config.get(name, {}).get("feedback") != "random":
+        raise ValueError(f"config key '{name}_grid': received a 'feedback_seed' axis with "
+                         f"{name}.feedback = {config.get(name, {}).get('feedback')!r}, expected "
+                         f"{name}.feedback: random (the seed axis draws one random feedback per "
+                         "replica)")
     return Grid({k: grid_axis(k, v) for k, v in axes.items()}, parameters=allowed)
 
 
@@ -162,25 +166,27 @@ def builder(name: str, config: Config) -> Callable[[dict[str, torch.Tensor]], An
     fixed = dict(config.get(name, {}))
     shared_net = ForwardNetwork(**net_cfg)
     if fixed.get("feedback") == "random":
-        if name == "dynamic_inversion":
-            shapes = [(widths[l - 1], widths[l]) for l in range(2, len(widths))]
-        else:
-            shapes = [(n, widths[-1]) for n in widths[1:]]
-        # One replica's draw shared by every replica ([1, n, m] broadcasts): the circuits'
-        # own feedback="random" draws per replica, so results would depend on the chunking.
-        fixed["feedback"] = random_feedback(shapes, 1, int(fixed.pop("feedback_seed", 0)),
-                                            torch.float64, "cpu")
+        # An int: every replica the same feedback (a replica's feedback is a function of its
+        # seed alone, circuits.feedback). The circuits' default (None: replica s from seed s)
+        # would number the replicas of each chunk afresh, so it is not used here; one seed per
+        # replica comes from a feedback_seed grid axis (points["feedback_seed"]).
+        seed = fixed.get("feedback_seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"config key '{name}.feedback_seed': received {seed!r}, expected "
+                             f"an int shared by every replica (one seed per replica: put "
+                             f"feedback_seed on '{name}_grid')")
+        fixed["feedback_seed"] = seed
     cls = CIRCUITS[name]
 
     def build(points: dict[str, torch.Tensor]) -> Any:
-        params = {k: v for k, v in points.items() if k not in NETWORK_AXES}
+        params = {**fixed, **{k: v for k, v in points.items() if k not in NETWORK_AXES}}
         net = shared_net
         if any(k in points for k in NETWORK_AXES):
             base = {k: v for k, v in net_cfg.items() if k not in ("widths", "seed")}
             S = len(next(iter(points.values())))
             net = replica_network(widths, points.get("seed", torch.full((S,), net_cfg.get(
                 "seed", 0))), points.get("weight_scale"), **base)
-        return cls(net, x, target, **fixed, **params)
+        return cls(net, x, target, **params)
 
     return build
 

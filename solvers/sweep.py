@@ -549,8 +549,13 @@ def sweep(build: Callable[[dict[str, torch.Tensor]], Any], grid: Grid,
     Args:
         build: ``build({name: tensor [S]}) -> circuit`` with S replicas, replica s holding the
             s-th point's parameters (``grid.points(start, stop)``). Everything not on the grid is
-            fixed by the builder; it must not depend on S otherwise (e.g. draw random feedback
-            once and share it, not per replica), or chunking would change results.
+            fixed by the builder; it must not depend on S or on a replica's position in the
+            chunk otherwise, or chunking would change results. Random feedback: an int
+            ``feedback_seed`` (every replica the same matrices), or a ``feedback_seed`` axis
+            (integers ≥ 0; ``points["feedback_seed"]`` is an int64 tensor of one seed per
+            replica, which the circuits take as it is: replica s's matrices are drawn from its
+            own seed alone, :mod:`circuits.feedback`) — not the circuits' default, which seeds
+            replica s of each chunk with s.
         grid: the :class:`Grid`.
         solve_kwargs: keyword arguments of :func:`solvers.solve` (``t0``, ``t1``, ``dt``,
             ``method``, tolerances ...); ``f`` and ``y0`` are supplied (``y0`` =
@@ -572,7 +577,10 @@ def sweep(build: Callable[[dict[str, torch.Tensor]], Any], grid: Grid,
     path. One exception: a circuit whose replicas share a weight matrix runs one GEMM over all
     rows when S > 1 but a batched matmul when S = 1 (:func:`circuits.network.compact`), which
     can round differently; chunks of size 1 (``chunk=1`` or a budget below two replicas) are
-    therefore equal to the unchunked result only to rounding.
+    therefore equal to the unchunked result only to rounding. The same holds for a chunk whose
+    replicas all happen to hold one matrix the whole grid does not share (e.g. a chunk inside
+    one value of a ``feedback_seed`` axis that is not the fastest): the draws are the same, the
+    kernel path is not.
     """
     if not isinstance(grid, Grid):
         raise TypeError(f"grid: received {type(grid).__name__}, expected a solvers.sweep.Grid")
