@@ -123,9 +123,9 @@ class _Grid:
         return math.log1p((t - self.t0) * (self.g - 1) / self.dt) / math.log(self.g)
 
 
-#: Roles of populations shaped ``[S, B, n]`` (n the declared size); weights and gate states
-#: have shapes of their own.
-_PER_EXAMPLE_ROLES = ("forward", "error", "controller", "feedback", "target")
+#: Roles of populations shaped ``[S, B, n]`` (n the declared size); weights, learned feedback
+#: matrices and gate states have shapes of their own.
+_PER_EXAMPLE_ROLES = ("forward", "error", "controller", "target")
 
 
 def _check_y0(f: Any, y0: Mapping[str, torch.Tensor], layout: Layout) -> None:
@@ -343,7 +343,7 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
                               save_every=save_every, save_at=save_at, rtol=adaptive_rtol,
                               atol=adaptive_atol, steady_atol=atol, steady_rtol=rtol,
                               steady_state=steady_state, divergence_bound=divergence_bound,
-                              observe=observe)
+                              observe=observe, owner=getattr(f, "__self__", f))
     owner = getattr(f, "__self__", f)             # the circuit, when given its vector field
     compactable = hasattr(owner, "take") and hasattr(owner, "vector_field")
     if compact is not None:
