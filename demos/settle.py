@@ -35,7 +35,8 @@ from circuits import (DeepFeedbackControl, DynamicInversion, ForwardNetwork, Pre
 from circuits.credit import alignment, reference_credits
 from solvers import Solution, solve
 
-from .config import Config, Schema, Section, jsonable, load_config, read_yaml, run_cli
+from .config import (Config, Schema, Section, intra_op_threads, jsonable, load_config, read_yaml,
+                     run_cli)
 from .plots import Trace, settling_figure
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "settle.yaml"
@@ -119,6 +120,7 @@ SCHEMA = Schema(sections=_sections, demo={
     "points": 300,                       # saved time points (log-spaced)
     "tolerance": 1e-3,                   # relative error to the closed form that counts as a pass
     "plot_until": 3.0,                   # plot up to this multiple of the settle time
+    "threads": 1,                        # tiny tensors: one intra-op thread is fastest
 })
 
 PRETTY = {"alpha": "α", "tau_u": "τ_u", "tau_delta": "τ_δ", "tau_v": "τ_v", "tau_x": "τ_x",
@@ -279,10 +281,11 @@ def run(config: str | Path | Mapping[str, Any] | None, out: str | Path) -> dict[
         raise ValueError(f"config key 'circuits': received {unknown}, expected names from "
                          f"{list(CIRCUITS)}")
     summary: dict[str, Any] = {"circuits": {}}
-    for name in config["circuits"]:
-        net = ForwardNetwork(**config[CIRCUITS[name].network_section or "network"])
-        x, target = example(config, net)
-        summary["circuits"][name] = run_circuit(name, config, net, x, target, out)
+    with intra_op_threads(config["threads"]):
+        for name in config["circuits"]:
+            net = ForwardNetwork(**config[CIRCUITS[name].network_section or "network"])
+            x, target = example(config, net)
+            summary["circuits"][name] = run_circuit(name, config, net, x, target, out)
     summary.update(all_within_tolerance=all(c["within_tolerance"]
                                             for c in summary["circuits"].values()),
                    tolerance=config["tolerance"], config=jsonable(config))
