@@ -246,14 +246,19 @@ def run_cli(parser: Any, argv: list[str] | None, make_config: Callable[[Any], An
             report: Callable[[Mapping[str, Any]], str]) -> Any:
     """The tail every reproduction's ``main`` shares: parse ``argv``, build the config from the
     arguments (a ``ValueError``, ``TypeError`` or unreadable file becomes a usage error naming
-    it), check ``--out`` (:func:`output_dir`) before any work, run into ``args.out``, print the report and where the files went; returns the summary."""
+    it), check ``--out`` (:func:`output_dir`) before any work, run into ``args.out`` (a bad
+    value found only when the circuits are built is a usage error too), print the report and
+    where the files went; returns the summary."""
     args = parser.parse_args(argv)
     try:
         cfg = make_config(args)
         output_dir(args.out, "--out")
     except (OSError, ValueError, TypeError) as err:
         parser.error(str(err))
-    summary = run(cfg, args.out)
+    try:
+        summary = run(cfg, args.out)
+    except (ValueError, TypeError) as err:     # bad input found once the circuits are built
+        parser.error(str(err))
     print(report(summary))
     print(f"figures and summary.json in {args.out}")
     return summary

@@ -198,6 +198,11 @@ def run_circuit(name: str, config: Config, net: ForwardNetwork, x: torch.Tensor,
     spec = CIRCUITS[name]
     kwargs = dict(config.get(spec.section, {}))
     circuit = spec.cls(net, x, target, **kwargs)
+    if circuit.S != 1:
+        swept = [k for k, v in kwargs.items() if isinstance(v, (list, tuple))] or ["network"]
+        raise ValueError(f"config section {spec.section!r}: received {circuit.S} replicas "
+                         f"(from {swept}), expected one circuit: this demo follows a single "
+                         "settle; sweep parameters with python -m demos.sweep")
     solver = _solver_kwargs(config, spec.section)
     save_at = _save_times(solver["t0"], solver["t1"], solver.get("dt"), config["points"])
     sol = solve(circuit, circuit.initial_state(), save_at=save_at, **solver)

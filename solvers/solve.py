@@ -331,8 +331,9 @@ def solve(f: Any, y0: Mapping[str, torch.Tensor], t0: float, t1: float, *,
     eps = torch.finfo(layout.dtype).eps
     atol = max(1e-8, 100 * eps) if atol is None else atol
     rtol = max(1e-6, 1000 * eps) if rtol is None else rtol
-    for name, v in (("atol", atol), ("rtol", rtol)):
+    for name, v in (("atol", atol), ("rtol", rtol), ("adaptive_atol", adaptive_atol)):
         _positive(name, v, allow_zero=True)
+    _positive("adaptive_rtol", adaptive_rtol)
     _positive("divergence_bound", divergence_bound)
     _positive("check_every", check_every, integer=True)
     t0, t1 = float(t0), float(t1)

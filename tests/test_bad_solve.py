@@ -76,3 +76,13 @@ def test_step_budget_is_checked_before_any_work():
     sol = solve(DI, DI.initial_state(), 0.0, 1e9, method="auto", dt=0.1)
     assert bool(sol.converged.all()) and sol.stats["steps"] < 100
     assert solve(DI, DI.initial_state(), 0.0, 2.0, dt=0.1, max_steps=20).stats["steps"] == 20
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(adaptive_rtol=-1.0), r"adaptive_rtol: received -1.0, expected a finite number > 0"),
+    (dict(adaptive_rtol=0.0), r"adaptive_rtol: received 0.0"),
+    (dict(adaptive_atol=float("nan")), r"adaptive_atol: received nan"),
+])
+def test_adaptive_tolerances_are_checked(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        solve(DI, DI.initial_state(), 0.0, 1.0, method="dopri5", **kwargs)

@@ -286,3 +286,11 @@ def test_yaml_helper_is_unchanged_for_valid_files(tmp_path):
     assert cfg.read_yaml(write(tmp_path, text)) == {"a": {"x": 1, "y": [1, 2]}, "b": 1e-3}
     assert yaml.safe_load("a: 1") == {"a": 1}
     assert os.path.exists(tmp_path / "c.yaml")
+
+
+def test_settle_refuses_a_sweep_instead_of_reporting_replica_0(tmp_path):
+    from demos import settle
+    config = {"circuits": ["DI"], "dynamic_inversion": {"alpha": [0.01, 0.1, 1.0]}}
+    with pytest.raises(ValueError, match=r"config section 'dynamic_inversion': received 3 "
+                                         r"replicas \(from \['alpha'\]\).*demos.sweep"):
+        settle.run(config, tmp_path)
