@@ -47,8 +47,9 @@ from typing import Sequence
 import torch
 
 from .circuit import Circuit, State
+from .feedback import per_seed, replica_seeds
 from .network import ForwardNetwork
-from .parameters import (Population, Role, check_finite_tensor, check_real_tensor, check_seed,
+from .parameters import (Population, Role, check_finite_tensor, check_real_tensor,
                          given_matrices, positive_float)
 from .target_propagation import MirroredDecoder
 
@@ -66,6 +67,12 @@ def _count(name: str, value, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name}: received {value!r}, expected an integer ≥ {minimum}")
     return value
+
+
+def _fit(seeds: list[int], replicas: int) -> list[int]:
+    """The per-replica seeds for a batch of ``replicas`` replicas: the circuit's S of them, or
+    the one seed of an S = 1 network whose input is ``[S, B, n_0]``."""
+    return seeds if len(seeds) == replicas else seeds * replicas if len(seeds) == 1 else seeds
 
 
 def noise_samples(shape: tuple[int, ...], sigma: float, kind: str, samples: int,
@@ -151,7 +158,9 @@ class ReconstructionLearning(RegressionFlow):
             finite already, checked for shape only).
         decoders: initial ``[g_2, ..., g_L]`` (:class:`MirroredDecoder` with biases c).
         eta: rate η.  decay: weight decay λ ≥ 0.
-        noise: σ of the Gaussian corruption of ``h_{ℓ-1}`` (0: none).  seed: the noise's seed.
+        noise: σ of the Gaussian corruption of ``h_{ℓ-1}`` (0: none).  seed: the noise's seed,
+            an int (every replica the same noise) or S ints (replica s's from ``seed[s]``, as
+            an S = 1 circuit with that int draws it; :mod:`circuits.feedback`'s seed rule).
 
     State: ``theta_ℓ = [V_ℓ | c_ℓᵀ]`` of shape ``[S, n_{ℓ-1}, n_ℓ + 1]``; :meth:`decoders`
     reads the decoders back from a state.
@@ -165,7 +174,7 @@ class ReconstructionLearning(RegressionFlow):
         self.eta = positive_float("eta", eta)
         self.decay = _nonnegative("decay", decay)
         sigma = _nonnegative("noise", noise)
-        check_seed("seed", seed)
+        seeds = replica_seeds("seed", seed, self.S)
         if not isinstance(check, bool):
             raise ValueError(f"check: received {check!r}, expected True or False")
         if not isinstance(decoders, (list, tuple)) or len(decoders) != net.L - 1 or not all(
@@ -183,7 +192,10 @@ class ReconstructionLearning(RegressionFlow):
                 raise ValueError(f"decoders[{i}].c: received shape {tuple(g.c.shape)}, expected "
                                  f"[S, 1, {n_in}] (layer {i + 2} → {i + 1})")
         fwd = net.forward(net.input(x, check_finite=check), prepared=True)
-        gen = torch.Generator().manual_seed(seed)
+        corruption = None
+        if sigma:      # replica s's noise from its own seed, layer after layer (seed rule)
+            corruption = per_seed(_fit(seeds, fwd.a[0].shape[0]), lambda g: [
+                torch.randn(a.shape[1:], generator=g, dtype=torch.float64) for a in fwd.a[:-1]])
         self.moments, self.theta0, self.populations, self._activations = {}, {}, [], {}
         for l, g in enumerate(decoders, start=2):
             n_in, n = net.widths[l - 1], net.widths[l]
@@ -191,9 +203,8 @@ class ReconstructionLearning(RegressionFlow):
                 raise ValueError(f"decoders[{l - 2}].V: received shape {tuple(g.V.shape)}, "
                                  f"expected [S, {n_in}, {n}] (layer {l} → {l - 1})")
             h_below = fwd.a[l - 2]
-            if sigma:
-                h_below = h_below + sigma * torch.randn(
-                    h_below.shape, generator=gen, dtype=torch.float64).to(h_below)
+            if corruption is not None:
+                h_below = h_below + sigma * corruption[l - 2].to(h_below)
             r = net.activation(l).phi(net.layer(l, h_below))
             R = torch.cat([r, torch.ones_like(r[..., :1])], dim=-1)        # [S, B, n + 1]
             w = 1 / r.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(r.dtype).tiny)
@@ -221,7 +232,9 @@ class DifferenceReconstruction(RegressionFlow):
             finite already, checked for shape only).
         sigma: noise scale σ.  damping: λ (the fixed point's damping).  eta: rate η.
         noise: ``"orthogonal"`` (2n antithetic samples, second moment exactly σ²I) or
-            ``"gaussian"`` (``samples`` draws).  seed: the noise's seed.
+            ``"gaussian"`` (``samples`` draws).  seed: the noise's seed, an int (every replica
+            the same noise) or S ints (replica s's from ``seed[s]``; the seed rule of
+            :mod:`circuits.feedback`).
         feedback: initial Q's (default zeros).
     """
 
@@ -235,7 +248,7 @@ class DifferenceReconstruction(RegressionFlow):
         self.decay = _nonnegative("damping", damping)
         self.eta = positive_float("eta", eta)
         samples = _count("samples", samples)
-        check_seed("seed", seed)
+        seeds = replica_seeds("seed", seed, self.S)
         if noise not in NOISES:
             raise ValueError(f"noise: received {noise!r}, expected one of {list(NOISES)}")
         shapes = [(n, net.widths[-1]) for n in net.widths[1:-1]]
@@ -243,12 +256,14 @@ class DifferenceReconstruction(RegressionFlow):
             feedback = given_matrices("feedback", feedback, shapes, self.S, net.dtype,
                                       net.device, "None")
         fwd = net.forward(net.input(x, check_finite=check), prepared=True)
-        gen = torch.Generator().manual_seed(seed)
+        # replica s's noise from its own seed, layer after layer (the seed rule)
+        xis = per_seed(_fit(seeds, fwd.a[0].shape[0]), lambda g: [
+            noise_samples(tuple(fwd.a[l - 1].shape[1:]), sigma, noise, samples, g, net.dtype,
+                          net.device) for l in range(1, len(shapes) + 1)])
         self.moments, self.theta0, self.populations = {}, {}, []
         for l, (n, m) in enumerate(shapes, start=1):
             h = fwd.a[l - 1]
-            xi = noise_samples(tuple(h.shape), sigma, noise, samples, gen, net.dtype,
-                               net.device)                               # [K, S, B, n_ℓ]
+            xi = xis[l - 1].movedim(0, 1)                                # [K, S, B, n_ℓ]
             da = net.propagate(h + xi, l) - fwd.a[-1]                   # [K, S, B, n_L]
             K, B = xi.shape[0], h.shape[-2]
             xi, da = xi.movedim(0, -2).flatten(-3, -2), da.movedim(0, -2).flatten(-3, -2)
@@ -305,7 +320,10 @@ class FeedbackLearning:
 def initial_feedback(kind: str, network: ForwardNetwork, *, scale: float = 0.1, seed: int = 0
                      ) -> list[MirroredDecoder] | list[torch.Tensor]:
     """Random feedback to start learning from, entries N(0, scale²) drawn in float64 from
-    ``seed`` (then cast to the network's dtype and device), S = ``network.replicas``:
+    ``seed`` (then cast to the network's dtype and device), S = ``network.replicas``; ``seed``
+    is an int, whose replica s starts from seed ``seed + s`` (the replicas of a training run are
+    its seeds, so each starts from feedback of its own; replica 0's is the S = 1 draw), or S
+    ints (replica s's from ``seed[s]``, as an S = 1 network with that int gets it):
 
     * ``kind="decoders"``: mirrored decoders ``[g_2, ..., g_L]``, ``g_ℓ(h) = V_ℓ φ_ℓ(h) + c_ℓ``
       with ``V_ℓ [S, n_{ℓ-1}, n_ℓ]`` and ``c_ℓ [S, 1, n_{ℓ-1}]`` (for the decoder rules of
@@ -316,16 +334,21 @@ def initial_feedback(kind: str, network: ForwardNetwork, *, scale: float = 0.1, 
     if kind not in FEEDBACK_KINDS:
         raise ValueError(f"kind: received {kind!r}, expected one of {list(FEEDBACK_KINDS)}")
     scale = positive_float("scale", scale)
-    g = torch.Generator().manual_seed(seed)
     S, w = network.replicas, network.widths
-
-    def randn(*shape):
-        return (scale * torch.randn(S, *shape, generator=g, dtype=torch.float64)).to(
-            dtype=network.dtype, device=network.device)
+    seeds = replica_seeds("seed", seed, S)
+    if isinstance(seed, int) and S > 1:               # an int: one start per replica
+        seeds = [seed + r for r in range(S)]
+    if kind == "decoders":        # V_2, c_2, V_3, c_3, ... per replica
+        shapes = [s for l in range(2, network.L + 1) for s in ((w[l - 1], w[l]), (1, w[l - 1]))]
+    else:
+        shapes = [(n, w[-1]) for n in w[1:-1]]
+    mats = [(scale * m).to(dtype=network.dtype, device=network.device) for m in per_seed(
+        seeds, lambda g: [torch.randn(*shape, generator=g, dtype=torch.float64)
+                          for shape in shapes])]
     if kind == "decoders":
-        return [MirroredDecoder(randn(w[l - 1], w[l]), randn(1, w[l - 1]), network.activation(l))
-                for l in range(2, network.L + 1)]
-    return [randn(n, w[-1]) for n in w[1:-1]]
+        return [MirroredDecoder(mats[2 * i], mats[2 * i + 1], network.activation(l))
+                for i, l in enumerate(range(2, network.L + 1))]
+    return mats
 
 
 def learn_feedback(network: ForwardNetwork, x: torch.Tensor,

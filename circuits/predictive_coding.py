@@ -35,6 +35,7 @@ import torch
 
 from . import credit
 from .circuit import Circuit, State
+from .feedback import per_seed, replica_seeds
 from .gates import Plasticity, Schedule, Signals
 from .network import ForwardNetwork
 from .parameters import Population, Role, as_replica_parameter, replica_count
@@ -177,19 +178,28 @@ class PredictiveCoding(Circuit):
 
     def initial_state(self, perturbation: float = 0.0, seed: int = 0) -> State:
         """The feed-forward pass (C1: every hidden error zero), optionally with N(0, p²) noise
-        on the hidden values (the "perturbed start" ablation). Gates start disarmed."""
+        on the hidden values (the "perturbed start" ablation). Gates start disarmed.
+
+        ``seed``: the noise's, an int (every replica the same noise) or S ints (replica s's
+        from ``seed[s]``, as an S = 1 circuit with that int draws it: the seed rule of
+        :mod:`circuits.feedback`)."""
         if isinstance(perturbation, bool) or not isinstance(perturbation, (int, float)) \
                 or not perturbation >= 0 or not math.isfinite(perturbation):
             raise ValueError(f"perturbation: received {perturbation!r}, expected a number ≥ 0")
         net = self.network
         fwd = net.forward(self.x)
+        S = fwd.a[0].shape[0]
+        seeds = replica_seeds("seed", seed, S)
+        noises = None
+        if perturbation:        # replica s's noise from its own seed, layer after layer
+            noises = per_seed(seeds, lambda g: [
+                torch.randn(a.shape[1:], generator=g, dtype=torch.float64)
+                for a in fwd.a[:self.L - 1]])
         y: State = {}
-        g = torch.Generator().manual_seed(seed)
         for l, a in enumerate(fwd.a, start=1):
             noise = 0.0
-            if perturbation and l < self.L:
-                noise = perturbation * torch.randn(a.shape, generator=g, dtype=torch.float64
-                                                   ).to(a)
+            if noises is not None and l < self.L:
+                noise = perturbation * noises[l - 1].to(a)
             y[f"x_{l}"] = a + noise
         if self.leaky:
             y.update({f"eps_{l}": torch.zeros_like(a) for l, a in enumerate(fwd.a, start=1)})

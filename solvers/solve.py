@@ -234,8 +234,12 @@ def _save_plan(t0: float, t1: float, dt: float, n_steps: int, save_every: int | 
             idx.append(n_steps)
         times = [min(grid.time(i), t1) for i in idx]
     else:
-        times = [float(s) for s in (save_at.tolist() if isinstance(save_at, torch.Tensor)
-                                    else save_at)]
+        try:
+            times = [float(s) for s in (save_at.tolist() if isinstance(save_at, torch.Tensor)
+                                        else save_at)]
+        except (TypeError, ValueError):
+            raise ValueError(f"save_at: received {save_at!r}, expected a non-empty increasing "
+                             f"sequence of finite times in [t0, t1] = [{t0}, {t1}]") from None
         if not times or any(not math.isfinite(s) for s in times) \
                 or any(b < a for a, b in zip(times, times[1:])) \
                 or times[0] < t0 - 1e-12 or times[-1] > t1 + 1e-12:

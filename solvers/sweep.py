@@ -506,13 +506,21 @@ def predict_stability(circuit: Any, method: str, dt: float | None, at: str = "in
 
 def _saved_points(kwargs: Mapping[str, Any]) -> int:
     if kwargs.get("save_at") is not None:
-        return len(kwargs["save_at"]) + 1
+        try:
+            return len(kwargs["save_at"]) + 1
+        except TypeError:           # not a sequence: solve names it before any work
+            return 2
     every = kwargs.get("save_every")
     if every is None or kwargs.get("method", "euler") in ADAPTIVE + (AFFINE, "auto") \
             or kwargs.get("dt_growth", 1.0) != 1.0:
         return 2 if every is None else 1000
-    steps = math.ceil((kwargs["t1"] - kwargs.get("t0", 0.0)) / kwargs["dt"])
-    return steps // every + 2
+    try:
+        steps = math.ceil((kwargs["t1"] - kwargs.get("t0", 0.0)) / kwargs["dt"])
+        return max(2, steps // every + 2)
+    except (ArithmeticError, TypeError, ValueError, KeyError):
+        # invalid t0/t1/dt/save_every (zero, NaN, inf, missing, not numbers): only an
+        # estimate here; solve refuses them with an error naming the argument before any work
+        return 2
 
 
 def bytes_per_replica(y0: State, solve_kwargs: Mapping[str, Any],

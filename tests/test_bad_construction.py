@@ -212,7 +212,7 @@ PARAMETERS = [
     ("fl-sigma", lambda: FeedbackLearning(sigma=INF), ValueError, r"feedback\.sigma: received inf"),
     ("rl-seed", lambda: ReconstructionLearning(NET, X, [decoder(torch.ones(1, 4, 2),
                                                                 torch.ones(1, 1, 4))], seed=1.5),
-     ValueError, r"seed: received 1\.5, expected an integer seed"),
+     ValueError, r"seed: received 1\.5, expected an int"),
     ("rl-decoder-nan", lambda: ReconstructionLearning(NET, X, [
         decoder(torch.full((1, 4, 2), NAN), torch.ones(1, 1, 4))]), ValueError,
      r"decoders\[0\]\.V: received non-finite values"),
