@@ -48,7 +48,7 @@ The stability quantity (SPEC §1) is ``λ_max = max Re λ(M)`` of the linearised
 recorded every ``monitor_every`` examples; with ``B = −Wᵀ`` it is negative throughout.
 
 Fewer examples than the paper (default 2000 linear — the paper's count — and 3000 nonlinear
-instead of 10 000–20 000) keep the default run at ~3–4 minutes on a 2-core CPU, DI and SDI
+instead of 10 000–20 000) keep the default run at ~2 minutes on a 2-core CPU, DI and SDI
 simulated on every example (``linear_simulated`` / ``nonlinear_simulated``, flag
 ``--simulated``, limit them to the first N). Each simulated update is compared with its closed
 form (NDI for DI) on every example: the angle between them is reported.
