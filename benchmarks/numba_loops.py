@@ -269,16 +269,23 @@ def _per_replica(t: torch.Tensor, S: int) -> np.ndarray:
                else torch.as_tensor(t).reshape(-1))
 
 
-class DIKernel:
-    """The numba DI loop for a batched :class:`circuits.DynamicInversion` (one example)."""
+class _Kernel:
+    """What both kernels read off their circuit first: one example, the network's shape."""
 
-    def __init__(self, circuit):
+    def _shape(self, circuit):
         net = circuit.network
         if circuit.batch != 1:
             raise ValueError(f"circuit: received B = {circuit.batch} examples, expected 1")
-        L, S = net.L, circuit.S
-        self.S, self.L = S, L
+        self.S, self.L = circuit.S, net.L
         self.widths = np.array(net.widths, dtype=np.int64)
+        return net, net.L, circuit.S
+
+
+class DIKernel(_Kernel):
+    """The numba DI loop for a batched :class:`circuits.DynamicInversion` (one example)."""
+
+    def __init__(self, circuit):
+        net, L, S = self._shape(circuit)
         names = [p.name for p in circuit.populations]
         sizes = {p.name: p.size for p in circuit.populations}
         pos, self.uoff, self.doff = 0, np.zeros(L + 1, np.int64), np.zeros(L + 1, np.int64)
@@ -350,16 +357,11 @@ class DIKernel:
         return time.perf_counter() - start
 
 
-class DFCKernel:
+class DFCKernel(_Kernel):
     """The numba DFC loop for a batched :class:`circuits.DeepFeedbackControl` (one example)."""
 
     def __init__(self, circuit):
-        net = circuit.network
-        if circuit.batch != 1:
-            raise ValueError(f"circuit: received B = {circuit.batch} examples, expected 1")
-        L, S = net.L, circuit.S
-        self.S, self.L = S, L
-        self.widths = np.array(net.widths, dtype=np.int64)
+        net, L, S = self._shape(circuit)
         codes = {"tanh": 1, "linear": 0}
         acts = [0] + [net.activation(l).name for l in range(1, L + 1)]
         for a in acts[1:]:
