@@ -67,6 +67,17 @@ def gauss_newton(net: ForwardNetwork, fwd: Forward, delta_L: torch.Tensor,
                                                        delta_L[..., None]))[..., 0] for J in Js]
 
 
+def clip_hidden(deltas: Sequence[torch.Tensor], clip: float | None) -> list[torch.Tensor]:
+    """The credits with each example's hidden ``‖δ_ℓ‖`` (ℓ < L, over units) capped at ``clip``
+    (the output credit untouched; ``None``: unchanged). Podlaski & Machens clip their updates
+    so that an inversion of tiny initial weights does not blow them up."""
+    if clip is None:
+        return list(deltas)
+    capped = [d * torch.clamp(clip / d.norm(dim=-1, keepdim=True).clamp_min(1e-300), max=1.0)
+              for d in deltas[:-1]]
+    return capped + [deltas[-1]]
+
+
 def weight_updates(fwd: Forward, deltas: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """``ΔW_ℓ = Σ_b δ_ℓ r_{ℓ-1}ᵀ`` for each layer; ``δ`` may carry extra leading axes
     (e.g. time: ``[T, S, B, n]`` → ``[T, S, n_ℓ, n_{ℓ-1}]``)."""
@@ -128,5 +139,5 @@ def reference_credits(net: ForwardNetwork, fwd: Forward, delta_L: torch.Tensor,
     return refs
 
 
-__all__ = ["cascade", "backprop", "feedback_alignment", "pseudo_backprop", "gauss_newton",
+__all__ = ["clip_hidden", "cascade", "backprop", "feedback_alignment", "pseudo_backprop", "gauss_newton",
            "weight_updates", "angle", "alignment", "reference_credits"]

@@ -54,6 +54,7 @@ from .parameters import Population, Role, check_finite_tensor, positive_float
 
 Update = list[tuple[torch.Tensor, torch.Tensor | None]]
 GATES = ("settled", "always")
+RESETS = ("none", "rest")
 
 
 def outer_updates(credits: Sequence[torch.Tensor], rates: Sequence[torch.Tensor],
@@ -125,13 +126,14 @@ class ClosedForm(Family):
     ``seed`` (feedback alignment): an int (every replica the same ``B``), S ints (replica s
     drawn from ``seed[s]``, as an S = 1 network with that int draws it) or None (default:
     replica s from seed s, so the seeds of a training run each get their own feedback). See
-    :mod:`circuits.feedback`."""
+    :mod:`circuits.feedback`. ``clip``: cap each example's hidden ``‖δ_ℓ‖``
+    (:func:`circuits.credit.clip_hidden`; default None, no cap)."""
 
     settles = False
     CREDITS = ("backprop", "feedback_alignment", "pseudo_backprop", "ndi")
 
     def __init__(self, credit: str, *, feedback: Sequence[torch.Tensor] | None = None,
-                 seed=None, scale: float = 1.0, **dynamics):
+                 seed=None, scale: float = 1.0, clip: float | None = None, **dynamics):
         if credit not in self.CREDITS:
             raise ValueError(f"credit: received {credit!r}, expected one of {list(self.CREDITS)}")
         if dynamics and credit != "ndi":
@@ -149,6 +151,7 @@ class ClosedForm(Family):
         self._given_feedback = feedback is not None
         self.credit, self.feedback, self.seed = credit, feedback, seed
         self.scale = positive_float("scale", scale)
+        self.clip = None if clip is None else positive_float("clip", clip)
         self.dynamics = dynamics
 
     def _fa_feedback(self, net: ForwardNetwork) -> list[torch.Tensor]:
@@ -188,7 +191,8 @@ class ClosedForm(Family):
             deltas = credits_.pseudo_backprop(net, fwd, circuit.delta_L)
         else:
             deltas = credits_.feedback_alignment(net, fwd, circuit.delta_L, self._fa_feedback(net))
-        return outer_updates(deltas, fwd.r[:-1], net.biases is not None)
+        return outer_updates(credits_.clip_hidden(deltas, self.clip), fwd.r[:-1],
+                             net.biases is not None)
 
     def __repr__(self) -> str:
         return f"ClosedForm({self.credit!r})"
@@ -198,21 +202,24 @@ class Settling(Family):
     """A circuit class whose ``credits(y)`` settle (DI, SDI, DFC), built as
     ``circuit(network, x, target, **kwargs)``; the weights learn ``mean_B credit_ℓ r_{ℓ-1}ᵀ``
     with the feed-forward rates ``r_{ℓ-1}``. Weight-dependent feedback (``B = −Wᵀ``) follows the
-    weights at every evaluation; DFC's ``Q = Jᵀ`` is recomputed at each new example."""
+    weights at every evaluation; DFC's ``Q = Jᵀ`` is recomputed at each new example. ``clip``:
+    cap each example's hidden ``‖credit_ℓ‖`` (:func:`circuits.credit.clip_hidden`)."""
 
-    def __init__(self, circuit: type, **kwargs):
+    def __init__(self, circuit: type, *, clip: float | None = None, **kwargs):
         if not (isinstance(circuit, type) and hasattr(circuit, "credits")):
             raise TypeError(f"circuit: received {circuit!r}, expected a circuit class with a "
                             "credits(y) method (DynamicInversion, SingleLoopDynamicInversion, "
                             "DeepFeedbackControl)")
         self.circuit, self.kwargs = circuit, kwargs
+        self.clip = None if clip is None else positive_float("clip", clip)
 
     def build(self, network, x, target):
         return self.circuit(network, x, target, **self.kwargs)
 
     def updates(self, circuit, y):
         net = circuit.network
-        return outer_updates(circuit.credits(y), circuit.forward.r[:-1], net.biases is not None)
+        return outer_updates(credits_.clip_hidden(circuit.credits(y), self.clip),
+                             circuit.forward.r[:-1], net.biases is not None)
 
     def __repr__(self) -> str:
         return f"Settling({self.circuit.__name__})"
@@ -277,6 +284,9 @@ class Plastic(Circuit):
             :class:`~circuits.gates.Plasticity` whose signals this circuit has (``Settled``,
             ``Continuous``, ``Schedule`` with a ``period``, ``LayerSchedule``): one factor per
             layer multiplies that layer's weight change.
+        reset: ``"none"`` (default: a new example meets the credit populations where the last
+            one left them) or ``"rest"`` (a declared jump: :meth:`present` with a state returns
+            the credit circuit's initial state, so every example settles from rest).
 
     The family's circuit is built (and validated) once, here. An evaluation rebinds it to the
     weights of the state and the presented example (:meth:`Family.bind`: the forward pass and
@@ -289,7 +299,8 @@ class Plastic(Circuit):
     """
 
     def __init__(self, family: Family, network: ForwardNetwork, x: torch.Tensor,
-                 target: torch.Tensor, *, eta=0.1, gate: str = "settled", theta: float = 0.05):
+                 target: torch.Tensor, *, eta=0.1, gate: str = "settled", theta: float = 0.05,
+                 reset: str = "none"):
         if not isinstance(family, Family):
             raise TypeError(f"family: received {type(family).__name__}, expected a "
                             "circuits.plasticity.Family (ClosedForm, Settling, Targets)")
@@ -306,7 +317,9 @@ class Plastic(Circuit):
             raise ValueError(f"gate: received {type(gate).__name__}, expected one of "
                              f"{list(GATES)} or a gate whose signals a Plastic circuit has "
                              "(Settled, Continuous, Schedule with a period, LayerSchedule)")
-        self.family = family
+        if reset not in RESETS:
+            raise ValueError(f"reset: received {reset!r}, expected one of {list(RESETS)}")
+        self.family, self.reset = family, reset
         self.gate_kind = gate if isinstance(gate, str) else type(gate).__name__
         probe = family.build(network, x, target)
         self._bind(probe.network, eta=eta)
@@ -333,11 +346,12 @@ class Plastic(Circuit):
                              f"B = {self.x.shape[1]} like x")
 
     def present(self, x: torch.Tensor, target: torch.Tensor, y: State | None = None, *,
-                check: bool = True) -> None:
+                check: bool = True) -> State | None:
         """Show a new example (batch): what the next evaluations are driven by.
         ``check=False`` checks shapes only (no host synchronisation: a drive checks its data
         once). ``y``: the state at the jump, whose weights the held feedback is computed for
-        (default: the weights the circuit was built with)."""
+        (default: the weights the circuit was built with). Returns the credit populations'
+        rest state with ``reset="rest"`` and a state given (the jump), else None."""
         if target is None:
             raise ValueError("target: received None, expected a target [B, n_L] (a Plastic "
                              "circuit learns from its credit circuit's output error)")
@@ -348,6 +362,9 @@ class Plastic(Circuit):
         held = self.family.bind(self.circuit, net, self.x, self.target)
         self.family.present(held)
         self._held = held
+        if self.reset == "rest" and y is not None and self.fast:
+            return {k: v for k, v in held.initial_state().items() if k in self.fast}
+        return None
 
     def network_of(self, y: State) -> ForwardNetwork:
         """The forward network with the weights of state ``y`` (a final state ``[S, ...]``)."""

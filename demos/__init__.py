@@ -3,7 +3,8 @@
 * :mod:`demos.settle`: DI, SDI and DFC settle on one example, against their closed forms.
 * :mod:`demos.tour`: runs every demo in turn into one output folder with one ``summary.json``.
 * :mod:`demos.config`: YAML configs whose sections map one-to-one onto constructor arguments.
-* :mod:`demos.plots`: matplotlib (Agg) figures shared by the demos.
+* Tasks, data sets and figures live in :mod:`workbench` (``workbench.tasks``,
+  ``workbench.datasets``, ``workbench.plots``), which the demos import.
 
 File I/O, plotting and command lines live here, never in the core.
 """

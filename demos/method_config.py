@@ -11,8 +11,8 @@ import torch
 
 from circuits import ArrivalGate, FeedbackLearning, ForwardNetwork
 from circuits.registry import CIRCUIT_ARGS, METHODS
+from workbench import datasets
 
-from . import datasets
 from .config import (Config, Schema, Section, check_choice, check_int, check_keywords,
                      check_number, dataclass_config, load_config, read_yaml)
 

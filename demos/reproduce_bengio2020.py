@@ -5,7 +5,7 @@
 
 Bengio (2020), "Deriving differential target propagation from iterating approximate inverses"
 (SPEC §4, §5, §8.5-8.6) on :class:`circuits.TargetPropagation`, float64, one unit Euler step
-per iteration of the paper's algorithm (figures: :func:`demos.plots.bengio2020_figures`):
+per iteration of the paper's algorithm (figures: :func:`workbench.plots.bengio2020_figures`):
 
 1. ``convergence.png``: an n-n-n layer inverted by iterating decoders whose linearisation has
    spectral radius p, corrected on g's output (``iterated_output``, g∘f − I) or input
@@ -37,10 +37,10 @@ from circuits.target_propagation import (MirroredDecoder, TargetPropagation, con
                                          inverse_decoders, normalised_inverse_decoders,
                                          visited_region)
 from solvers import solve
+from workbench.plots import bengio2020_figures
 
 from .config import (check_int, check_layer_widths, check_number, check_numbers,
                      dataclass_config, dataclass_flags, intra_op_threads, jsonable, run_cli)
-from .plots import bengio2020_figures
 from .reports import bengio2020 as report
 from .reports import bengio2020_checks as checks
 from .reports import fit_slope, write_summary

@@ -24,7 +24,7 @@ and float64 agree to 1e-3); the fixed-decoder sequential runs are not (0.86 ± 0
 
 Writes ``DIR/summary.json`` (per method: test/train accuracy ``{"mean", "std" (ddof 1),
 "per_seed"}``, each layer's decoded test accuracy, ...) and three figures
-(:func:`demos.plots.mertens_figures`).
+(:func:`workbench.plots.mertens_figures`).
 """
 from __future__ import annotations
 
@@ -42,12 +42,12 @@ from tqdm.auto import tqdm
 
 from circuits import ForwardNetwork, LayerSchedule, LocalDecoders
 from solvers import train
+from workbench.datasets import signed_xor
+from workbench.plots import mertens_figures
 
 from .baselines import backprop_forward, run_backprop
 from .config import (check_choice, check_int, check_number, check_optional, dataclass_config,
                      intra_op_threads, jsonable, run_cli)
-from .datasets import signed_xor
-from .plots import mertens_figures
 from .reports import mean_std, write_summary
 from .reports import mertens as report
 

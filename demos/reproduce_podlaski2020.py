@@ -8,7 +8,7 @@ Two tasks (SPEC §1, published settings), float64, online learning (one example 
 * **linear**: a linear 30-20-10 network (no biases) learns a linear teacher
   ``y = T x``, ``T ~ U(−1, 1)^{10×30}``, ``x ~ N(0, I)``.
 * **nonlinear**: a 30-20-10-10 network (tanh hidden, linear output, biases) learns a teacher
-  of the same shape (:func:`demos.tasks.teacher_regression`, weights ``U(−s, s)``,
+  of the same shape (:func:`workbench.tasks.teacher_regression`, weights ``U(−s, s)``,
   ``s = 1/√n_in`` by default: "small" weights that keep tanh mildly nonlinear; our choice).
 
 Every learner starts from the same weights ``W ~ U(−0.01, 0.01)`` and sees the same examples;
@@ -41,7 +41,7 @@ default; ``explicit_steps`` is
 what exponential Euler at ``dt_safety ×`` its bound would have taken. ``implicit_euler``
 (backward Euler on the same grid) stretches the settle time (it damps slow modes by
 ``1/(1 + hλ)``, not ``e^{−hλ}``) and would "settle" an unstable loop; ``exp_euler`` is the
-explicit integration (dt from the bound, halved on failure, counted in ``retries``).
+explicit integration (dt from the bound at each example's weights).
 
 The stability quantity (SPEC §1) is ``λ_max = max Re λ(M)`` of the linearised circuit
 (:meth:`DynamicInversion.max_loop_eigenvalue`: per loop for DI, the whole Jacobian for SDI),
@@ -81,16 +81,16 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from circuits import DynamicInversion, ForwardNetwork, SingleLoopDynamicInversion
-from circuits.credit import (angle, backprop, feedback_alignment, pseudo_backprop,
-                             weight_updates)
-from solvers import solve
+from circuits import (ClosedForm, DynamicInversion, ForwardNetwork, Plastic, Settling,
+                      SingleLoopDynamicInversion)
+from circuits.credit import angle, weight_updates
+from solvers import Phase, train
+from workbench.plots import Curve, curve_panels_figure
+from workbench.tasks import teacher_regression
 
 from .config import (check_choice, check_int, check_layer_widths, check_names, check_number,
                      check_number_in, check_numbers, check_optional, dataclass_config,
                      first_at_or_below, intra_op_threads, jsonable, run_cli, summary_stats)
-from .plots import Curve, curve_panels_figure
-from .tasks import teacher_regression
 
 F64 = torch.float64
 METHODS = ("BP", "FA", "PBP", "NDI", "DI", "SDI")
@@ -132,14 +132,14 @@ class Config:
     settle_method: str = "affine"
     settle_dt: float = 1.0
     settle_growth: float = 2.0
-    settle_t1: float = 1e9
+    settle_t1: float = 1e6                       # ≫ the slowest settles (~1e4); short, so
+                                                 # that t = k·(settle_t1 + 1) stays exact
     dt_safety: float = 0.8                       # dt = safety × (1 + α)/(α + σ_max²)
     sdi_dt_safety: float = 0.4                   # SDI: the loop has a lag, more margin
     dt_max: float = 200.0
-    max_steps: int = 100_000                     # exp_euler: per solve (per attempt)
+    max_steps: int = 100_000                     # exp_euler: per settle
     atol: float = 1e-14                          # late in training ‖y‖ is tiny: atol must not dominate
     rtol: float = 1e-9                           # the update is then NDI's to ~1e-6 (‖J⁻¹‖ ≲ 1/α)
-    retries: int = 4
 
     def __post_init__(self):
         for name in ("linear_examples", "nonlinear_examples", "n_test", "eval_every",
@@ -147,7 +147,6 @@ class Config:
             check_int(name, getattr(self, name), 1)
         for name in ("linear_simulated", "nonlinear_simulated"):   # None: all examples
             check_optional(check_int, name, getattr(self, name), 1)
-        check_int("retries", self.retries, 0)
         check_int("seed", self.seed, 0)
         check_choice("settle_method", self.settle_method, SETTLE_METHODS)
         check_number_in("settle_growth", self.settle_growth, 1, what="the step's growth factor")
@@ -182,132 +181,130 @@ def load(config: Config | Mapping[str, Any] | None = None) -> Config:
     return dataclass_config(Config, config, TUPLES)
 
 
-# -- the learners ------------------------------------------------------------------------------
+# -- the learners: learning circuits trained by solvers.train ------------------------------------
 
-class Learner:
-    """One method's network(s): S = 1, or one replica per α for NDI / DI / SDI."""
-
-    def __init__(self, method: str, widths: Sequence[int], activation: str, bias: bool,
-                 weights: list[torch.Tensor], alphas: Sequence[float],
-                 fa_feedback: list[torch.Tensor] | None):
-        self.method, self.fa_feedback = method, fa_feedback
-        self.widths, self.activation, self.bias = list(widths), activation, bias
-        self.alphas = list(alphas) if method in PER_ALPHA else [None]
-        self.alpha = torch.tensor(self.alphas if method in PER_ALPHA else [0.0], dtype=F64)
-        self.S = S = len(self.alphas)
-        self.weights = [w.expand(S, -1, -1).clone() for w in weights]
-        self.biases = ([torch.zeros(S, 1, n, dtype=F64) for n in widths[1:]] if bias else None)
-        self.names = [method if a is None else f"{method} α={a:g}" for a in self.alphas]
-        self.alive = torch.ones(S, dtype=torch.bool)      # False once its weights blew up
-        self.diverged_at: list[int | None] = [None] * S
-
-    def update(self, k: int, fwd, deltas: Sequence[torch.Tensor], eta: float) -> None:
-        """``W_ℓ += η δ_ℓ r_{ℓ-1}ᵀ``, ``b_ℓ += η δ_ℓ``; replicas whose weights would become
-        non-finite (or whose credit is) are frozen and marked diverged."""
-        new_w = [w + eta * d.transpose(-1, -2) @ r
-                 for w, d, r in zip(self.weights, deltas, fwd.r[:-1])]
-        new_b = None if self.biases is None else [b + eta * d.sum(-2, keepdim=True)
-                                                  for b, d in zip(self.biases, deltas)]
-        ok = self.alive.clone()
-        for t in new_w + (new_b or []):
-            ok &= torch.isfinite(t).flatten(1).all(-1) & (t.abs().flatten(1).amax(-1) < 1e6)
-        for s in torch.nonzero(self.alive & ~ok).flatten().tolist():
-            self.diverged_at[s] = k
-        keep = ok[:, None, None]
-        self.weights = [torch.where(keep, n, w) for n, w in zip(new_w, self.weights)]
-        if new_b is not None:
-            self.biases = [torch.where(keep, n, b) for n, b in zip(new_b, self.biases)]
-        self.alive = ok
-
-    def network(self) -> ForwardNetwork:
-        return ForwardNetwork(self.widths, self.activation, bias=self.bias,
-                              weights=self.weights, biases=self.biases)
-
-    def test_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``½ mean_b ‖y − r_L‖²`` per replica ``[S]``."""
-        r = self.network().forward(x).r[-1]
-        loss = 0.5 * ((y[None] - r) ** 2).sum(-1).mean(-1)
-        return torch.where(self.alive, loss, torch.full_like(loss, math.inf))
+def learning_circuit(cfg: Config, method: str, widths: Sequence[int], activation: str,
+                     bias: bool, init: ForwardNetwork, fa_feedback: list[torch.Tensor],
+                     x: torch.Tensor, y: torch.Tensor) -> Plastic:
+    """One method's learning circuit: ``W_ℓ += η δ_ℓ r_{ℓ-1}ᵀ`` (and ``b_ℓ += η δ_ℓ``) per
+    example with the method's credit, hidden ``‖δ_ℓ‖`` clipped to ``clip``. NDI, DI and SDI
+    run one replica per α; DI and SDI settle from rest at every example (``reset="rest"``)."""
+    alpha = torch.tensor(cfg.alphas, dtype=F64)
+    family = {"BP": lambda: ClosedForm("backprop", clip=cfg.clip),
+              "FA": lambda: ClosedForm("feedback_alignment", feedback=fa_feedback,
+                                       clip=cfg.clip),
+              "PBP": lambda: ClosedForm("pseudo_backprop", clip=cfg.clip),
+              "NDI": lambda: ClosedForm("ndi", alpha=alpha, clip=cfg.clip),
+              "DI": lambda: Settling(DynamicInversion, alpha=alpha, clip=cfg.clip),
+              "SDI": lambda: Settling(SingleLoopDynamicInversion, alpha=alpha,
+                                      clip=cfg.clip)}[method]()
+    net = ForwardNetwork(widths, activation, bias=bias, weights=init.weights,
+                         biases=[torch.zeros(1, 1, n, dtype=F64) for n in widths[1:]]
+                         if bias else None)
+    return Plastic(family, net, x, y, eta=cfg.eta, gate="always", reset="rest")
 
 
-def simulate(cfg: Config, circuit, safety: float) -> dict[str, Any]:
-    """Integrate ``circuit`` from rest to its steady state. Returns the final state and settle
-    statistics per replica: ``steps`` taken, ``t`` (the first grid time at which the stopping
-    rule held) and ``t_lower`` (the grid time before it, at which it did not yet hold), and
-    ``explicit_steps``, the steps exponential Euler at ``safety ×`` its stability bound
-    (:meth:`~circuits.DynamicInversion.exp_euler_dt_bound`) would need for ``t``.
+def settle_phases(cfg: Config, safety: float) -> list[Phase]:
+    """Settle the credit populations (weights held) to steady state, then one Euler step of
+    the weights over a unit time: the discrete online update, as integration.
 
-    Stiff methods: one solve on the geometric grid with one Jacobian per solve
-    (``jacobian_every=None``): DI and SDI with the linear carry are affine in their state once
-    the forward pass is fixed, so the Jacobian is constant and ``affine`` (or ``exp_rosenbrock``)
-    integrates them exactly. ``exp_euler``: dt from the stability bound, halved until every replica converges."""
+    ``affine`` / ``exp_rosenbrock`` / ``implicit_euler``: the geometric grid with one Jacobian
+    per settle (DI and SDI with the linear carry are affine once the forward pass is fixed, so
+    the first two are exact); ``exp_euler``: dt = ``safety`` × its stability bound at the
+    example's weights (:meth:`~circuits.DynamicInversion.exp_euler_dt_bound`), at most
+    ``max_steps`` steps."""
+    if cfg.settle_method == "exp_euler":
+        def dt(circuit, _):
+            return float(torch.clamp(safety * circuit.exp_euler_dt_bound(),
+                                     max=cfg.dt_max).min())
+        settle = Phase("settle", cfg.settle_t1, dt, teacher=True, steady_state=True,
+                       method="exp_euler", atol=cfg.atol, rtol=cfg.rtol, populations="fast",
+                       max_steps=cfg.max_steps)
+    else:
+        settle = Phase("settle", cfg.settle_t1, cfg.settle_dt, teacher=True, steady_state=True,
+                       method=cfg.settle_method, atol=cfg.atol, rtol=cfg.rtol,
+                       populations="fast", options={"dt_growth": cfg.settle_growth,
+                                                    "jacobian_every": None, "check_every": 1})
+    return [settle, Phase("update", 1.0, 1.0, teacher=True, populations="weights")]
+
+
+def settle_record(cfg: Config, circuit, sol, t0: float, safety: float) -> dict[str, Any]:
+    """Settle statistics per replica of one settle: ``steps``, ``t`` (the first grid time at
+    which the stopping rule held), ``t_lower`` (the grid time before it), and ``explicit_steps``,
+    what exponential Euler at ``safety ×`` its stability bound would need for ``t``."""
     dt_explicit = torch.clamp(safety * circuit.exp_euler_dt_bound(), max=cfg.dt_max)
-    if cfg.settle_method != "exp_euler":
-        sol = solve(circuit, circuit.initial_state(), 0.0, cfg.settle_t1, dt=cfg.settle_dt,
-                    method=cfg.settle_method, dt_growth=cfg.settle_growth, jacobian_every=None,
-                    check_every=1, atol=cfg.atol, rtol=cfg.rtol, progress=False)
-        g, dt, attempt = cfg.settle_growth, cfg.settle_dt, 0
+    t_stop, dt = sol.t_stop - t0, float(sol.stats["dt"])
+    if cfg.settle_method == "exp_euler":
+        steps, t = torch.round(t_stop / dt), t_stop
+        t_lower = (t - 10 * dt).clamp_min(0)                # checks every 10 steps
+    else:
         # the grid t_k = dt (gᵏ − 1)/(g − 1) (k dt if g = 1); the rule held at y(t_{k−1})
         # (at y(t_k) for the exact flow, which checks the state a step reached)
-        steps = torch.round(sol.t_stop / dt if g == 1 else
-                            torch.log1p(sol.t_stop * (g - 1) / dt) / math.log(g))
+        g = cfg.settle_growth
+        steps = torch.round(t_stop / dt if g == 1 else
+                            torch.log1p(t_stop * (g - 1) / dt) / math.log(g))
+
         def grid(k):
             k = k.clamp_min(0).to(F64)
             return k * dt if g == 1 else dt * (g ** k - 1) / (g - 1)
         lag = 0 if cfg.settle_method == "affine" else 1
         t, t_lower = grid(steps - lag), grid(steps - lag - 1)
+    return {"steps": steps, "time": t, "time_lower": t_lower,
+            "explicit_steps": torch.ceil(t / dt_explicit), "dt": dt}
+
+
+def train_learner(cfg: Config, method: str, lc: Plastic, task, n: int, evaluate_at: set[int],
+                  names: list[str], curves: dict, record: dict) -> list[int | None]:
+    """Train ``lc`` online on the first ``n`` examples (one :func:`solvers.train`); test losses
+    into ``curves`` at ``evaluate_at``, settle statistics of DI / SDI into ``record``. Returns
+    the example at which each replica diverged (held and flagged by ``train``), or None."""
+    L, x_train, y_train = lc.template.L, task.x_train, task.y_train
+    safety = cfg.sdi_dt_safety if method == "SDI" else cfg.dt_safety
+    diverged_at: list[int | None] = [None] * lc.S
+    last = {"y": lc.initial_state()}
+
+    def evaluate(k: int, y, flags) -> None:
+        r = lc.outputs(y, task.x_test)
+        loss = 0.5 * ((task.y_test[None] - r) ** 2).sum(-1).mean(-1)
+        for name, v in zip(names, torch.where(flags, math.inf, loss).tolist()):
+            curves[name]["examples"].append(k)
+            curves[name]["test_loss"].append(v)
+
+    def on_chunk(k, y, sol):
+        flags = sol.stats["diverged"]
+        for s in torch.nonzero(flags).flatten().tolist():
+            diverged_at[s] = k - 1 if diverged_at[s] is None else diverged_at[s]
+        if k in evaluate_at:
+            evaluate(k, y, flags)
+        last["y"] = y
+
+    def on_presentation(k, y, sols):
+        circuit = lc.bound(last["y"])                 # at the weights before this update
+        fast = {name: y[name] for name in lc.fast}
+        mine = weight_updates(circuit.forward, circuit.credits(fast))
+        theirs = weight_updates(circuit.forward, circuit.credits(circuit.steady_state()))
+        record["angle"].append(angle(mine[:L - 1], theirs[:L - 1]).tolist())
+        settled = settle_record(cfg, circuit, sols[0], k * period, safety)
+        for key in ("steps", "time", "time_lower", "explicit_steps"):
+            record[key].append(settled[key].tolist())
+        record["dt"].append(settled["dt"])
+        record["seconds"] += sols[0].stats["seconds"]
+        record["unconverged"] += int((~sols[0].converged).sum())
+        if k % cfg.monitor_every == 0 or k == n - 1:
+            record["lambda_at"].append(k)
+            record["lambda_max"].append(circuit.max_loop_eigenvalue().tolist())
+
+    evaluate(0, last["y"], torch.zeros(lc.S, dtype=torch.bool))
+    stream = lambda k: (x_train[k:k + 1], y_train[k:k + 1])     # noqa: E731
+    if method in SIMULATED:
+        phases = settle_phases(cfg, safety)
+        period = sum(ph.duration for ph in phases)
+        train(lc, last["y"], stream, phases=phases, presentations=n, on_chunk=on_chunk,
+              on_presentation=on_presentation, progress=False)
     else:
-        dt = float(dt_explicit.min().item())
-        for attempt in range(cfg.retries + 1):
-            sol = solve(circuit, circuit.initial_state(), 0.0, dt * cfg.max_steps, dt=dt,
-                        method="exp_euler", atol=cfg.atol, rtol=cfg.rtol, progress=False)
-            if bool(sol.converged.all()):
-                break
-            dt /= 2
-        steps, t = torch.round(sol.t_stop / dt), sol.t_stop
-        t_lower = (t - 10 * dt).clamp_min(0)                # checks every 10 steps
-    return {"y": sol.y1, "converged": sol.converged, "t": t, "t_lower": t_lower,
-            "steps": steps, "explicit_steps": torch.ceil(t / dt_explicit), "dt": dt,
-            "retries": attempt, "seconds": sol.stats["seconds"]}
-
-
-def credits_of(learner: Learner, net: ForwardNetwork, fwd, x: torch.Tensor, dL: torch.Tensor,
-               cfg: Config, record: dict[str, Any], monitor: bool) -> list[torch.Tensor]:
-    m = learner.method
-    if m == "BP":
-        return backprop(net, fwd, dL)
-    if m == "FA":
-        return feedback_alignment(net, fwd, dL, learner.fa_feedback)
-    if m == "PBP":
-        return pseudo_backprop(net, fwd, dL)
-    kind = SingleLoopDynamicInversion if m == "SDI" else DynamicInversion
-    circuit = kind(net, x, output_error=dL, alpha=learner.alpha)
-    closed = circuit.credits(circuit.steady_state())       # NDI (SDI: its own closed form)
-    if monitor:
-        record["lambda_max"].append(circuit.max_loop_eigenvalue().tolist())
-    if m == "NDI":
-        return closed
-    sim = simulate(cfg, circuit, cfg.sdi_dt_safety if m == "SDI" else cfg.dt_safety)
-    deltas = circuit.credits(sim["y"])
-    # the simulated hidden layers' updates against the closed form's
-    L = net.L
-    mine, theirs = weight_updates(fwd, deltas), weight_updates(fwd, closed)
-    record["angle"].append(angle(mine[:L - 1], theirs[:L - 1]).tolist())
-    for key, value in (("steps", "steps"), ("time", "t"), ("time_lower", "t_lower"),
-                       ("explicit_steps", "explicit_steps")):
-        record[key].append(sim[value].tolist())
-    record["seconds"] += sim["seconds"]
-    record["dt"].append(sim["dt"])
-    record["retries"] += sim["retries"]
-    record["unconverged"] += int((~sim["converged"]).sum())
-    return deltas
-
-
-def clip_norm(d: torch.Tensor, c: float | None) -> torch.Tensor:
-    if c is None:
-        return d
-    n = d.norm(dim=-1, keepdim=True)
-    return d * torch.clamp(c / n.clamp_min(1e-300), max=1.0)
+        train(lc, last["y"], stream, period=1.0, dt=1.0, presentations=n, on_chunk=on_chunk,
+              progress=False)
+    return diverged_at
 
 
 # -- one task --------------------------------------------------------------------------------------
@@ -337,46 +334,24 @@ def run_task(cfg: Config, name: str) -> dict[str, Any]:
              for n, m in shapes])
     # single-loop DI on a one-hidden-layer net is layer-wise DI (the same equations): skipped
     methods = [m for m in cfg.methods if not (m == "SDI" and len(widths) == 3)]
-    learners = [Learner(m, widths, activation, bias, init.weights, cfg.alphas, fa_B)
-                for m in methods]
     simulated = cfg.linear_simulated if name == "linear" else cfg.nonlinear_simulated
     simulated = examples if simulated is None else min(simulated, examples)
-    records = {ln.method: {"angle": [], "steps": [], "time": [], "time_lower": [],
-                           "explicit_steps": [], "dt": [], "retries": 0, "seconds": 0.0,
-                           "unconverged": 0, "lambda_max": [], "lambda_at": []}
-               for ln in learners}
-    curves: dict[str, dict[str, list]] = {n: {"examples": [], "test_loss": []}
-                                          for ln in learners for n in ln.names}
-
-    def evaluate(k: int):
-        for ln in learners:
-            if ln.method in SIMULATED and k > simulated:
-                continue
-            for n, v in zip(ln.names, ln.test_loss(task.x_test, task.y_test).tolist()):
-                curves[n]["examples"].append(k)
-                curves[n]["test_loss"].append(v)
-
-    evaluate(0)
-    for k in range(examples):
-        x, y = task.x_train[k:k + 1], task.y_train[k:k + 1]
-        monitor = k % cfg.monitor_every == 0 or k == examples - 1 or k == simulated - 1
-        for ln in learners:
-            if ln.method in SIMULATED and k >= simulated:
-                continue
-            net = ln.network()
-            fwd = net.forward(x)
-            dL = fwd.dphi[-1] * (y[None] - fwd.r[-1])
-            rec = records[ln.method]
-            if monitor and ln.method in SIMULATED:
-                rec["lambda_at"].append(k)
-            deltas = credits_of(ln, net, fwd, x, dL, cfg, rec,
-                                monitor and ln.method in SIMULATED)
-            deltas = [clip_norm(d, cfg.clip) for d in deltas[:-1]] + [deltas[-1]]
-            ln.update(k, fwd, deltas, cfg.eta)
-        if (k + 1) % cfg.eval_every == 0 or k + 1 in (examples, simulated):
-            evaluate(k + 1)
-    summary = summarise_task(cfg, examples, learners, records, curves,
-                             time.perf_counter() - start)
+    evaluate_at = {k for k in range(examples + 1) if k % cfg.eval_every == 0} | {
+        examples, simulated}
+    learners, curves = {}, {}
+    for m in methods:
+        lc = learning_circuit(cfg, m, widths, activation, bias, init, fa_B,
+                              task.x_train[:1], task.y_train[:1])
+        names = [f"{m} α={a:g}" for a in cfg.alphas] if m in PER_ALPHA else [m]
+        curves.update({n: {"examples": [], "test_loss": []} for n in names})
+        record = {"angle": [], "steps": [], "time": [], "time_lower": [], "explicit_steps": [],
+                  "dt": [], "seconds": 0.0, "unconverged": 0, "lambda_max": [],
+                  "lambda_at": []}
+        n = simulated if m in SIMULATED else examples
+        diverged_at = train_learner(cfg, m, lc, task, n, {k for k in evaluate_at if k <= n},
+                                    names, curves, record)
+        learners[m] = (names, diverged_at, record)
+    summary = summarise_task(cfg, examples, learners, curves, time.perf_counter() - start)
     summary["simulated_examples"] = simulated
     if len(methods) < len(cfg.methods):
         summary["skipped"] = {"SDI": "one hidden layer: single-loop DI is layer-wise DI"}
@@ -386,27 +361,26 @@ def run_task(cfg: Config, name: str) -> dict[str, Any]:
 TRACES = ("angle", "steps", "time", "time_lower", "explicit_steps")
 
 
-def summarise_task(cfg, examples, learners, records, curves, seconds):
+def summarise_task(cfg, examples, learners, curves, seconds):
     initial = next(iter(curves.values()))["test_loss"][0]
     level = cfg.threshold * initial
     out: dict[str, Any] = {"examples": examples, "initial_test_loss": initial,
                            "threshold_loss": level, "seconds": seconds, "methods": {},
                            "curves": curves, "traces": {}}
-    for ln in learners:
-        rec = records[ln.method]
-        for s, n in enumerate(ln.names):
+    for method, (names, diverged_at, rec) in learners.items():
+        for s, n in enumerate(names):
             at, loss = curves[n]["examples"], curves[n]["test_loss"]
             entry: dict[str, Any] = {
                 "final_test_loss": loss[-1], "min_test_loss": min(loss),
-                "trained_examples": at[-1], "diverged_at": ln.diverged_at[s],
+                "trained_examples": at[-1], "diverged_at": diverged_at[s],
                 "examples_to_threshold": first_at_or_below(at, loss, level),
                 "examples_to_fraction": {f"{f:g}": first_at_or_below(at, loss, f * initial)
                                          for f in FRACTIONS}}
-            if ln.method in SIMULATED:
+            if method in SIMULATED:
                 tr = {key: [r[s] for r in rec[key]] for key in TRACES + ("lambda_max",)}
                 entry["settle"] = {
                     **{key: summary_stats(tr[key]) for key in TRACES[1:]},
-                    "dt": summary_stats(rec["dt"]), "retries": rec["retries"],
+                    "dt": summary_stats(rec["dt"]),
                     "unconverged": rec["unconverged"], "examples": len(tr["steps"]),
                     "method": cfg.settle_method,
                     "dt_growth": 1.0 if cfg.settle_method == "exp_euler" else cfg.settle_growth,
@@ -414,7 +388,7 @@ def summarise_task(cfg, examples, learners, records, curves, seconds):
                 ang = tr["angle"]
                 entry["angle_to_closed_form"] = {
                     **summary_stats(ang), "first": ang[0] if ang else None,
-                    "reference": "NDI" if ln.method == "DI" else "SDI closed form"}
+                    "reference": "NDI" if method == "DI" else "SDI closed form"}
                 entry["lambda_max"] = summary_stats(tr["lambda_max"])
                 out["traces"][n] = {**{key: tr[key] for key in TRACES},
                                     "lambda_at": rec["lambda_at"],
@@ -575,7 +549,7 @@ def report(summary: Mapping[str, Any]) -> str:
                          f"{st['steps']['mean']:.1f} max {st['steps']['max']:.0f} (exp_euler "
                          f"would take ~{st['explicit_steps']['mean']:.3g}), time mean "
                          f"{st['time']['mean']:.3g} max {st['time']['max']:.3g}, "
-                         f"retries {st['retries']}; angle to closed "
+                         f"angle to closed "
                          f"form mean {a['mean']:.2g}° max {a['max']:.2g}°; λ_max "
                          f"[{m['lambda_max']['min']:.3g}, {m['lambda_max']['max']:.3g}]")
             lines.append(line)

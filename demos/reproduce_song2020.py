@@ -42,10 +42,11 @@ from circuits import (ArrivalGate, ForwardNetwork, Plasticity, PredictiveCoding,
                       backprop_updates, gates, update_divergence)
 from circuits.predictive_coding import dead_units, error_wave, z_il_circuit
 from solvers import Solution, solve
+from workbench.plots import (error_wave_figure, gate_settle_figure, grouped_log_bars_figure,
+                             text_table)
 
 from .config import (check_int, check_layer_widths, check_number, check_numbers,
                      dataclass_config, dataclass_flags, intra_op_threads, run_cli)
-from .plots import error_wave_figure, gate_settle_figure, grouped_log_bars_figure, text_table
 
 CLOCK_START = -0.5      # Z-IL's clock centred on the step times (why: z_il_circuit)
 

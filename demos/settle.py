@@ -34,10 +34,10 @@ from circuits import (DeepFeedbackControl, DynamicInversion, ForwardNetwork, Pre
                       Role, SingleLoopDynamicInversion, TargetPropagation)
 from circuits.credit import alignment, reference_credits
 from solvers import Solution, solve
+from workbench.plots import Trace, settling_figure
 
 from .config import (Config, Schema, Section, intra_op_threads, jsonable, load_config, read_yaml,
                      run_cli)
-from .plots import Trace, settling_figure
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "settle.yaml"
 _CIRCUIT_INPUTS = ("network", "x", "target", "output_error")

@@ -44,8 +44,8 @@ import torch
 from circuits.registry import LABELS, METHODS, learning_circuit
 from solvers import checkpoint
 from solvers import train as integrate
+from workbench import plots
 
-from . import plots
 from .config import (Config, check_int, intra_op_threads, jsonable, no_checkpoint, output_dir,
                      resume_checkpoint)
 from .method_config import MethodSpec, Training, load, load_task, network, spec

@@ -3,7 +3,7 @@ backprop on the same data (SPEC §3).
 
     python -m demos.train_pc --out DIR [--config configs/train_pc.yaml] [--resume]
 
-:func:`solvers.train` shows the minibatches of a small task (:mod:`demos.tasks`) to a plastic
+:func:`solvers.train` shows the minibatches of a small task (:mod:`workbench.tasks`) to a plastic
 :class:`~circuits.PredictiveCoding` circuit with the autonomous :class:`~circuits.ArrivalGate`,
 in two phases each: ``predict``, the input alone until the circuit settles at the feed-forward
 pass (Z-IL's C1, every gate armed); then ``learn``, the teacher clamping the output for ``L + 1``
@@ -38,8 +38,8 @@ from tqdm.auto import tqdm
 from circuits import ArrivalGate, ForwardNetwork, PredictiveCoding, gates
 from solvers import Phase, Solution, State, checkpoint
 from solvers import train as integrate
+from workbench import plots, tasks
 
-from . import plots, tasks
 from .baselines import circuit_parameters, network_parameters, relative_divergence, sgd_step
 from .config import (Config, Schema, Section, check_int, check_number, check_widths,
                      intra_op_threads, jsonable, load_config, no_checkpoint, output_dir,
@@ -53,7 +53,7 @@ CHECKPOINT = "checkpoint.pt"
 
 @dataclass(frozen=True)
 class Training:
-    """The ``training`` section: epochs, batch B (:meth:`demos.tasks.Task.minibatch_order`),
+    """The ``training`` section: epochs, batch B (:meth:`workbench.tasks.Task.minibatch_order`),
     eta (η of both learners), seed (of the minibatch order), eval_every / checkpoint_every
     (presentations between test evaluations / checkpoints)."""
 

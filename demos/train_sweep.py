@@ -4,7 +4,7 @@ default) learn in parallel in ONE integration, and the final loss is plotted aga
     python -m demos.train_sweep --out DIR [--config configs/train_sweep.yaml]
 
 Every replica starts from the same weights and sees the same minibatch stream of a teacher
-regression task (:func:`demos.tasks.teacher_regression`, Podlaski & Machens' nonlinear setting
+regression task (:func:`workbench.tasks.teacher_regression`, Podlaski & Machens' nonlinear setting
 by default); only ``axis`` differs. The simulated circuit (layer-wise ``di``, single-loop
 ``sdi`` or ``dfc``) is a :class:`circuits.Settling` family inside :class:`circuits.Plastic`:
 weights are state, each minibatch is shown for ``period`` and the settle gate lets the weights
@@ -38,8 +38,8 @@ from circuits import (ClosedForm, DeepFeedbackControl, DynamicInversion, Forward
                       Plastic, Settling, SingleLoopDynamicInversion, analyse_circuit)
 from circuits.plasticity import GATES  # noqa: E402
 from solvers import train  # noqa: E402
+from workbench import tasks  # noqa: E402
 
-from . import tasks  # noqa: E402
 from .config import (dataclass_config, intra_op_threads, jsonable, output_dir,  # noqa: E402
                      read_yaml, run_cli)
 from solvers import minibatch_order  # noqa: E402

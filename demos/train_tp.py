@@ -47,8 +47,8 @@ from circuits import (ClosedForm, ForwardNetwork, LearnedFeedback, Plastic, Targ
 from circuits import FeedbackLearning as Feedback      # the `feedback` section (demos.train too)
 from solvers import minibatch_order
 from solvers import train as integrate
+from workbench import tasks
 
-from . import tasks
 from .config import (Schema, Section, intra_op_threads, jsonable, load_config, output_dir,
                      read_yaml)
 

@@ -253,7 +253,8 @@ def _save_plan(t0: float, t1: float, dt: float, n_steps: int, save_every: int | 
         i = min(int(math.floor(pos + 1e-9)), n_steps)
         if i < n_steps:                  # linear in time within the step (the last ends at t1)
             start, end = grid.time(i), min(grid.time(i + 1), t1)
-            pos = i + (s - start) / (end - start)
+            # a last step shorter than the rounding of t (at a large t0) has no interior
+            pos = i + ((s - start) / (end - start) if end > start else 1.0)
             if pos > i + 1 - 1e-9:
                 i, pos = i + 1, i + 1.0
         w = 0.0 if i == n_steps else min(max(pos - i, 0.0), 1.0)

@@ -110,6 +110,16 @@ class TrainingResult:
     diverged: torch.Tensor
     stats: dict[str, Any] = field(default_factory=dict)
 
+    def to_xarray(self, history: Mapping[int, Mapping[str, Any]] | None = None,
+                  dims: Mapping[str, Sequence[str]] | None = None,
+                  epoch_size: int | None = None) -> Any:
+        """An ``xarray.Dataset`` of the final state and divergence flags per replica, plus
+        ``history`` (``{presentations done: {name: value}}``, e.g. losses logged in
+        ``on_chunk``) along a ``presentation`` coordinate
+        (:func:`solvers.labelled.training_to_xarray`; needs xarray)."""
+        from .labelled import training_to_xarray
+        return training_to_xarray(self, history, dims, epoch_size)
+
 
 def _count(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -188,7 +198,8 @@ def train(circuit: Any, y0: Mapping[str, torch.Tensor], stream: Stream, *,
             raise ValueError("phases: received together with period/dt/teacher_from/"
                              "teacher_dt, expected either phases or those (each phase has "
                              "its own duration and dt)")
-        period, dt = float(sum(p.duration for p in phases)), phases[0].dt
+        period = float(sum(p.duration for p in phases))
+        dt = phases[0].dt if not callable(phases[0].dt) else 1.0  # a bound-derived dt: per phase
     elif on_presentation is not None or observe is not None:
         raise ValueError("on_presentation, observe: received without phases, expected them "
                          "only with phases= (the fixed-step loop records nothing per step; "

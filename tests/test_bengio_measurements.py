@@ -5,8 +5,8 @@
   :func:`visited_region`, :func:`contraction_rate` (the iterated inverse's convergence);
 * :meth:`TargetPropagation.layer_target_angles` (alignment with Gauss-Newton and backprop);
 * the demo helpers they made room for: :func:`demos.config.check_numbers`,
-  :func:`~demos.config.check_layer_widths` and the figures :func:`demos.plots.decay_figure`
-  and :func:`~demos.plots.log_log_figure`.
+  :func:`~demos.config.check_layer_widths` and the figures :func:`workbench.plots.decay_figure`
+  and :func:`~workbench.plots.log_log_figure`.
 """
 import math
 
@@ -17,9 +17,9 @@ from circuits import ForwardNetwork, credit
 from circuits.target_propagation import (MirroredDecoder, TargetPropagation, contraction_rate,
                                          normalised_inverse_decoders, visited_region)
 from demos.config import check_layer_widths, check_numbers
-from demos.plots import decay_figure, log_log_figure
 from figures import assert_png
 from solvers import solve
+from workbench.plots import decay_figure, log_log_figure
 
 F64 = torch.float64
 EYE3 = torch.eye(3, dtype=F64)

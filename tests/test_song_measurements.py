@@ -1,7 +1,7 @@
 """The measurements and helpers ``demos.reproduce_song2020`` takes from the library (float64):
 Z-IL's circuit and error wave (:mod:`circuits.predictive_coding`), the clock's openings and
 the gate statistics of a settle (:mod:`circuits.gates`), and the demo helpers it draws and
-parses with (:mod:`demos.plots`, :mod:`demos.config`)."""
+parses with (:mod:`workbench.plots`, :mod:`demos.config`)."""
 import argparse
 import dataclasses
 
@@ -13,10 +13,10 @@ from circuits import (ArrivalGate, ForwardNetwork, PredictiveCoding, Schedule, b
                       gates, update_divergence)
 from circuits.predictive_coding import dead_units, error_wave, z_il_circuit
 from demos.config import dataclass_flags
-from demos.plots import (error_wave_figure, gate_settle_figure, grouped_log_bars_figure,
-                         text_table)
 from figures import assert_png
 from solvers import solve
+from workbench.plots import (error_wave_figure, gate_settle_figure, grouped_log_bars_figure,
+                             text_table)
 
 F64 = torch.float64
 ETA = 0.1

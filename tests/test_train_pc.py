@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
-from demos import tasks, train_pc
+from demos import train_pc
 from figures import assert_png
+from workbench import tasks
 
 # 4 presentations of B = 16 per epoch, 2 epochs: a few seconds.
 TINY = {
