@@ -192,6 +192,16 @@ class ForwardNetwork:
             [b.expand(replicas, -1, -1).clone() for b in self.biases],
             bias=self.biases is not None)
 
+    def to(self, device: str | torch.device | torch.dtype | None = None,
+           dtype: torch.dtype | None = None) -> "ForwardNetwork":
+        """A copy of this network with its weights and biases on ``device`` and of ``dtype``
+        (``torch.float32`` or ``torch.float64``), and ``self.dtype``/``self.device`` recording
+        them; the original is untouched (tensors already there are shared). ``net.to("cuda")``
+        and ``net.to(torch.float32)`` work as for a tensor. See :meth:`Circuit.to` for why this
+        returns a copy rather than converting in place."""
+        from .circuit import converted      # the one tensor walker lives with Circuit.take
+        return converted(self, device, dtype)
+
     def with_parameters(self, weights: Sequence[torch.Tensor],
                         biases: Sequence[torch.Tensor] | None) -> "ForwardNetwork":
         """The same architecture with these weights and biases, used as they are (no copy, no

@@ -8,6 +8,7 @@ from .methods import ADAPTIVE, METHODS, Tableau, get_method, phi1, rk_step
 from .presentations import Phase, present, present_all
 from .solve import Solution, Status, solve
 from .state import Layout, State
+from .odeint import OdeintFunction, as_odeint
 from . import checkpoint
 from .stream import minibatch_order
 from .partitioned import TRAINING_METHODS, PartitionedExponential
@@ -24,7 +25,7 @@ __all__ = ["IMPLICIT", "MAX_SIZE", "ImplicitEulerStep", "ImplicitMethod", "repli
            "predict_stability",
            "sweep", "Drive", "Stream", "TrainingResult", "train", "TRAINING_METHODS",
            "PartitionedExponential",
-           "checkpoint", "minibatch_order"]
+           "checkpoint", "minibatch_order", "OdeintFunction", "as_odeint"]
 
 
 def __getattr__(name: str):
