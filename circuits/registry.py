@@ -13,7 +13,8 @@ the same way. :func:`learning_circuit` builds one by name on a network and a fir
 ``di``, ``sdi``     dynamic inversion simulated (layer-wise, single loop): ``Settling``
 ``dfc``             deep feedback control (PI controller): ``Settling``
 ``pc``              predictive coding with the arrival gate (Fa-Z-IL): a free phase, then the
-                    teacher (``teacher_from`` in training)
+                    teacher (``teacher_from`` in training); with ``circuit={"reset":
+                    "feed_forward"}`` the values jump to the free phase's equilibrium instead
 ``z_il``            predictive coding, Z-IL in one integration: each example jumps the values to
                     the feed-forward pass, the schedule gate restarts every ``period``
 ``iterated_dtp``    Bengio's iterated inverse, decoders at their auto-encoder rule's fixed point
@@ -57,7 +58,7 @@ CIRCUIT_ARGS: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {
     "di": (DynamicInversion, ("network", "x", "target", "output_error")),
     "sdi": (SingleLoopDynamicInversion, ("network", "x", "target", "output_error")),
     "dfc": (DeepFeedbackControl, ("network", "x", "target")),
-    "pc": (PredictiveCoding, ("network", "x", "target", "eta", "plasticity", "reset")),
+    "pc": (PredictiveCoding, ("network", "x", "target", "eta", "plasticity")),
     "z_il": (PredictiveCoding, ("network", "x", "target", "eta", "plasticity", "reset")),
     "iterated_dtp": (TargetPropagation, _TP_SET),
     "ddtp_linear": (TargetPropagation, _TP_SET),
