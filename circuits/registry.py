@@ -88,7 +88,7 @@ def learning_circuit(method: str, network: ForwardNetwork, x: torch.Tensor,
                      circuit: Mapping[str, Any] | None = None,
                      gate_args: Mapping[str, Any] | None = None,
                      feedback: Callable[[ForwardNetwork, torch.Tensor], Any]
-                     | Mapping[str, Any] | None = None) -> Any:
+                     | Mapping[str, Any] | None = None, reset: str = "none") -> Any:
     """The learning circuit of ``method`` (one of :data:`METHODS`) on ``network`` with the
     first example ``x [B, n_0]``, ``target [B, n_L]``.
 
@@ -99,7 +99,8 @@ def learning_circuit(method: str, network: ForwardNetwork, x: torch.Tensor,
     the method's circuit (e.g. DI's ``alpha``); ``gate_args``: :class:`ArrivalGate`'s (``pc``);
     ``feedback``: the target methods' feedback for the current weights and input, a function
     ``(network, x)``; for ``iterated_dtp`` also a mapping of :class:`FeedbackLearning` settings
-    (default: its defaults), giving :func:`decoders_at_fixed_point`."""
+    (default: its defaults), giving :func:`decoders_at_fixed_point`. ``reset``: the ``Plastic``
+    methods' (``"rest"``: every example settles from rest)."""
     if method not in METHODS:
         raise ValueError(f"method: received {method!r}, expected one of {list(METHODS)}")
     kw = dict(circuit or {})
@@ -128,7 +129,7 @@ def learning_circuit(method: str, network: ForwardNetwork, x: torch.Tensor,
         family = Targets("iterated_output", form=form, anchor=anchor, feedback=feedback, **kw)
     else:
         family = Targets("ddtp_linear", form=form, anchor=anchor, feedback=feedback, **kw)
-    return Plastic(family, network, x, target, eta=eta, gate=gate, theta=theta)
+    return Plastic(family, network, x, target, eta=eta, gate=gate, theta=theta, reset=reset)
 
 
 __all__ = ["METHODS", "LABELS", "CIRCUIT_ARGS", "decoders_at_fixed_point", "learning_circuit"]

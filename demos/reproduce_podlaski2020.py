@@ -4,68 +4,44 @@
         [--simulated N] [--settle-method {affine,exp_rosenbrock,implicit_euler,exp_euler}]
 
 Two tasks (SPEC §1, published settings), float64, online learning (one example per update):
+**linear**, a linear 30-20-10 network (no biases) learning ``y = T x``, ``T ~ U(−1, 1)``,
+``x ~ N(0, I)``; **nonlinear**, a 30-20-10-10 network (tanh hidden, biases) learning a teacher of
+the same shape (:func:`workbench.tasks.teacher_regression`, weights ``U(−s, s)``, ``s = 1/√n_in``).
 
-* **linear**: a linear 30-20-10 network (no biases) learns a linear teacher
-  ``y = T x``, ``T ~ U(−1, 1)^{10×30}``, ``x ~ N(0, I)``.
-* **nonlinear**: a 30-20-10-10 network (tanh hidden, linear output, biases) learns a teacher
-  of the same shape (:func:`workbench.tasks.teacher_regression`, weights ``U(−s, s)``,
-  ``s = 1/√n_in`` by default: "small" weights that keep tanh mildly nonlinear; our choice).
+Every learner starts from ``W ~ U(−0.01, 0.01)``, sees the same examples and learns
+``ΔW_ℓ = η δ_ℓ r_{ℓ-1}ᵀ``, ``Δb_ℓ = η δ_ℓ`` (η = 1e-2) with its credit δ: ``BP``, ``FA``
+(``B_ℓ ~ N(0, 1/n_ℓ)``, or ``U(−s, s)`` with ``fa_scale``), ``PBP`` (``W⁺``), ``NDI`` (DI's
+closed-form steady state), and ``DI`` / ``SDI`` *simulated* (layer-wise / single-loop dynamic
+inversion, ``B = −Wᵀ``) on every example. NDI, DI and SDI run each α of ``alphas`` as a replica.
+Each learner is one :func:`solvers.train` of its learning circuit (:mod:`circuits.registry`);
+DI and SDI present every example through two phases: the credit populations settle from rest to
+steady state with the weights held (``‖dy/dt‖ ≤ atol + rtol‖y‖``, not a fixed horizon), then
+one Euler step of the weights over a unit time is the discrete update.
 
-Every learner starts from the same weights ``W ~ U(−0.01, 0.01)`` and sees the same examples;
-``ΔW_ℓ = η δ_ℓ r_{ℓ-1}ᵀ``, ``Δb_ℓ = η δ_ℓ`` (η = 1e-2) with δ the learner's credit:
+Settling is stiff: the explicit step is bounded by the fastest mode
+(:meth:`DynamicInversion.exp_euler_dt_bound`), the settle time set by the slowest
+(``1/(α + σ_min²)``, up to ~10⁴ time units). At a fixed input the circuits are affine in their
+state, so they settle by their exact flow (``settle_method = "affine"``, :mod:`solvers.affine`)
+on a grid ``t_k = settle_dt (gᵏ − 1)/(g − 1)``, g = 2: ~10–15 steps per example; ``time`` is
+the first grid time at which the stopping rule held, ``time_lower`` the one before.
+``exp_rosenbrock`` is exact here too; ``implicit_euler`` stretches settle times (it damps slow
+modes by ``1/(1 + hλ)``) and would "settle" an unstable loop; ``exp_euler`` steps at
+``dt_safety ×`` the bound at each example's weights (``explicit_steps``: what it would take).
+Each simulated update is compared with its closed form (NDI for DI) on every example, and
+``λ_max = max Re λ(M)`` of the linearised circuit (SPEC §1) is recorded every
+``monitor_every`` examples (negative throughout with ``B = −Wᵀ``).
 
-* ``BP`` (backprop), ``FA`` (fixed random ``B_ℓ ~ N(0, 1/n_ℓ)``, or ``U(−s, s)`` with
-  ``fa_scale = s``), ``PBP`` (pseudo-backprop, ``W⁺``) — closed forms of :mod:`circuits.credit`;
-* ``NDI`` — the closed-form steady state of layer-wise DI (:meth:`DynamicInversion.steady_state`);
-* ``DI`` — layer-wise dynamic inversion *simulated*: :func:`solvers.solve` integrates the
-  circuit from rest to its steady state for every training example (``‖dy/dt‖ ≤ atol +
-  rtol‖y‖``, not a fixed horizon); settle steps and time are recorded per example;
-* ``SDI`` — single-loop DI (linear carry), simulated the same way.
+Fewer examples than the paper by default (2000 linear, the paper's count, and 3000 nonlinear
+instead of 10⁴–2·10⁴) keep the run at ~2 minutes here; ``--simulated N`` limits DI / SDI to the
+first N. Hidden ``‖δ_ℓ‖`` are clipped to ``clip`` (default 10; the authors clip too, value not
+given): unclipped, NDI at α = 0.001 inverts the tiny initial W and overflows within ~300
+examples. "Reached": the first evaluation with test loss ≤ ``threshold`` (0.1) × the initial
+one; ``claims`` says whether DI, NDI and PBP get there in fewer examples than BP and FA. The
+paper's linear task has them ahead of BP (~160–180 against 280) but not of FA (~140).
 
-Feedback is ``B_ℓ = −W_ℓᵀ`` (always stable, SPEC §1; the authors' stabilised random B is not
-used). NDI, DI and SDI run at every α of ``alphas`` (default 0.01, 0.001) as the replica axis
-S: one ``solve`` per example covers both α (each replica its own network).
-
-Settling is stiff: an explicit step is bounded by the fastest mode
-(:meth:`DynamicInversion.exp_euler_dt_bound`) while the settle time is set by the slowest,
-``1/(α + σ_min²)``, up to ~10⁴ time units (a fixed horizon of 500, the authors' 1000 steps of
-0.5, stops short; exponential Euler needs ~10³–10⁴ steps per example). With the forward pass
-fixed the circuits are affine in their state, so DI and SDI are integrated with their exact
-flow (``settle_method = "affine"``, :mod:`solvers.affine`: one Jacobian and one propagator per
-example, squared from one step to the next). The steps grow geometrically, ``t_k = settle_dt
-(gᵏ − 1)/(g − 1)``, ``g = settle_growth = 2``: ~10–15 steps per settle. The stopping rule is
-checked after every step; the settle time is reported as the first grid time at which it held
-(``time``) and the one before (``time_lower``), a factor ``g`` apart. ``exp_rosenbrock``
-(``y ← y + h φ₁(hJ) f(y)``, also exact here, a matrix exponential per step) is the earlier
-default; ``explicit_steps`` is
-what exponential Euler at ``dt_safety ×`` its bound would have taken. ``implicit_euler``
-(backward Euler on the same grid) stretches the settle time (it damps slow modes by
-``1/(1 + hλ)``, not ``e^{−hλ}``) and would "settle" an unstable loop; ``exp_euler`` is the
-explicit integration (dt from the bound at each example's weights).
-
-The stability quantity (SPEC §1) is ``λ_max = max Re λ(M)`` of the linearised circuit
-(:meth:`DynamicInversion.max_loop_eigenvalue`: per loop for DI, the whole Jacobian for SDI),
-recorded every ``monitor_every`` examples; with ``B = −Wᵀ`` it is negative throughout.
-
-Fewer examples than the paper (default 2000 linear — the paper's count — and 3000 nonlinear
-instead of 10 000–20 000) keep the default run at ~2 minutes on a 2-core CPU, DI and SDI
-simulated on every example (``linear_simulated`` / ``nonlinear_simulated``, flag
-``--simulated``, limit them to the first N). Each simulated update is compared with its closed
-form (NDI for DI) on every example: the angle between them is reported.
-
-Updates clip each hidden layer's ``‖δ_ℓ‖`` to ``clip`` (default 10; the authors clip too, value
-not given): unclipped, NDI at α = 0.001 inverts the tiny initial W with gain ~1/(2√α), the first
-update makes ``‖W_1‖ ≈ 8`` and the weights overflow within ~300 examples.
-
-"Reached": the first evaluation with test loss ≤ ``threshold`` (default 0.1) × the initial
-test loss (the same for every learner: one initialisation). ``claims`` says whether DI, NDI and
-PBP reach it in fewer examples than BP and than FA (``pairs``, ``beats_BP``, ``beats_FA``).
-The paper's linear task has them ahead of BP (~160–180 against 280 examples) but not of FA
-(~140, ``B ~ N(0, 1/n)``); FA's speed depends on the scale of its feedback (``fa_scale``).
-
-Writes ``DIR/summary.json`` (per task and learner: final test loss, examples to reach
-``threshold`` × the initial test loss, settle statistics, DI–NDI angle, λ_max range; ``claims``)
-and figures ``learning_curves.png``, ``di_ndi_angle.png``, ``lambda_max.png``, ``settle.png``.
+Writes ``DIR/summary.json`` (per task and learner: final test loss, examples to ``threshold``,
+settle statistics, DI–NDI angle, λ_max range; ``claims``) and ``learning_curves.png``,
+``di_ndi_angle.png``, ``lambda_max.png``, ``settle.png``.
 """
 from __future__ import annotations
 
@@ -81,8 +57,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from circuits import (ClosedForm, DynamicInversion, ForwardNetwork, Plastic, Settling,
-                      SingleLoopDynamicInversion)
+from circuits import ForwardNetwork, registry
 from circuits.credit import angle, weight_updates
 from solvers import Phase, train
 from workbench.plots import Curve, curve_panels_figure
@@ -183,25 +158,27 @@ def load(config: Config | Mapping[str, Any] | None = None) -> Config:
 
 # -- the learners: learning circuits trained by solvers.train ------------------------------------
 
+REGISTRY = {"BP": "backprop", "FA": "feedback_alignment", "PBP": "pseudo_backprop",
+            "NDI": "ndi", "DI": "di", "SDI": "sdi"}
+
+
 def learning_circuit(cfg: Config, method: str, widths: Sequence[int], activation: str,
                      bias: bool, init: ForwardNetwork, fa_feedback: list[torch.Tensor],
-                     x: torch.Tensor, y: torch.Tensor) -> Plastic:
-    """One method's learning circuit: ``W_ℓ += η δ_ℓ r_{ℓ-1}ᵀ`` (and ``b_ℓ += η δ_ℓ``) per
-    example with the method's credit, hidden ``‖δ_ℓ‖`` clipped to ``clip``. NDI, DI and SDI
-    run one replica per α; DI and SDI settle from rest at every example (``reset="rest"``)."""
-    alpha = torch.tensor(cfg.alphas, dtype=F64)
-    family = {"BP": lambda: ClosedForm("backprop", clip=cfg.clip),
-              "FA": lambda: ClosedForm("feedback_alignment", feedback=fa_feedback,
-                                       clip=cfg.clip),
-              "PBP": lambda: ClosedForm("pseudo_backprop", clip=cfg.clip),
-              "NDI": lambda: ClosedForm("ndi", alpha=alpha, clip=cfg.clip),
-              "DI": lambda: Settling(DynamicInversion, alpha=alpha, clip=cfg.clip),
-              "SDI": lambda: Settling(SingleLoopDynamicInversion, alpha=alpha,
-                                      clip=cfg.clip)}[method]()
+                     x: torch.Tensor, y: torch.Tensor):
+    """One method's learning circuit (:mod:`circuits.registry`): ``W_ℓ += η δ_ℓ r_{ℓ-1}ᵀ`` (and
+    ``b_ℓ += η δ_ℓ``) per example with the method's credit, hidden ``‖δ_ℓ‖`` clipped to
+    ``clip``. NDI, DI and SDI run one replica per α; DI and SDI settle from rest at every
+    example."""
+    kw: dict[str, Any] = {"clip": cfg.clip}
+    if method in PER_ALPHA:
+        kw["alpha"] = torch.tensor(cfg.alphas, dtype=F64)
+    if method == "FA":
+        kw["feedback"] = fa_feedback
     net = ForwardNetwork(widths, activation, bias=bias, weights=init.weights,
                          biases=[torch.zeros(1, 1, n, dtype=F64) for n in widths[1:]]
                          if bias else None)
-    return Plastic(family, net, x, y, eta=cfg.eta, gate="always", reset="rest")
+    return registry.learning_circuit(REGISTRY[method], net, x, y, eta=cfg.eta, circuit=kw,
+                                     reset="rest" if method in SIMULATED else "none")
 
 
 def settle_phases(cfg: Config, safety: float) -> list[Phase]:
@@ -253,7 +230,7 @@ def settle_record(cfg: Config, circuit, sol, t0: float, safety: float) -> dict[s
             "explicit_steps": torch.ceil(t / dt_explicit), "dt": dt}
 
 
-def train_learner(cfg: Config, method: str, lc: Plastic, task, n: int, evaluate_at: set[int],
+def train_learner(cfg: Config, method: str, lc, task, n: int, evaluate_at: set[int],
                   names: list[str], curves: dict, record: dict) -> list[int | None]:
     """Train ``lc`` online on the first ``n`` examples (one :func:`solvers.train`); test losses
     into ``curves`` at ``evaluate_at``, settle statistics of DI / SDI into ``record``. Returns
