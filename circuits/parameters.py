@@ -171,7 +171,10 @@ def check_device(name: str, value: Any) -> torch.device:
         if device.index is not None and device.index >= count:
             raise ValueError(f"{name}: received {value!r}, expected cuda:0 … cuda:{count - 1} "
                              f"({count} CUDA device(s) present)")
-        return device
+        # 'cuda' means the current device: name it, as the tensors made on it report theirs
+        # (solve compares y0's device with the circuit's)
+        return device if device.index is not None else \
+            torch.device("cuda", torch.cuda.current_device())
     if device.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
