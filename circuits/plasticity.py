@@ -50,6 +50,7 @@ from .dynamic_inversion import DynamicInversion
 from .network import ForwardNetwork
 from .feedback import random_feedback
 from .gates import Continuous, LayerSchedule, Schedule, Settled, Signals
+from .losses import LOSSES, equivalent_target
 from .parameters import Population, Role, check_finite_tensor, positive_float
 
 Update = list[tuple[torch.Tensor, torch.Tensor | None]]
@@ -201,7 +202,8 @@ class ClosedForm(Family):
 class Settling(Family):
     """A circuit class whose ``credits(y)`` settle (DI, SDI, DFC), built as
     ``circuit(network, x, target, **kwargs)``; the weights learn ``mean_B credit_ℓ r_{ℓ-1}ᵀ``
-    with the feed-forward rates ``r_{ℓ-1}``. Weight-dependent feedback (``B = −Wᵀ``) follows the
+    with the rates the circuit's ``presynaptic(y)`` returns where it has that method (DFC: the
+    controlled rates by default), else the feed-forward rates ``r_{ℓ-1}``. Weight-dependent feedback (``B = −Wᵀ``) follows the
     weights at every evaluation; DFC's ``Q = Jᵀ`` is recomputed at each new example. ``clip``:
     cap each example's hidden ``‖credit_ℓ‖`` (:func:`circuits.credit.clip_hidden`)."""
 
@@ -218,8 +220,10 @@ class Settling(Family):
 
     def updates(self, circuit, y):
         net = circuit.network
-        return outer_updates(credits_.clip_hidden(circuit.credits(y), self.clip),
-                             circuit.forward.r[:-1], net.biases is not None)
+        presynaptic = getattr(circuit, "presynaptic", None)
+        rates = circuit.forward.r[:-1] if presynaptic is None else presynaptic(y)
+        return outer_updates(credits_.clip_hidden(circuit.credits(y), self.clip), rates,
+                             net.biases is not None)
 
     def __repr__(self) -> str:
         return f"Settling({self.circuit.__name__})"
@@ -287,6 +291,11 @@ class Plastic(Circuit):
         reset: ``"none"`` (default: a new example meets the credit populations where the last
             one left them) or ``"rest"`` (a declared jump: :meth:`present` with a state returns
             the credit circuit's initial state, so every example settles from rest).
+        loss: ``None`` (default: the target is used as given, i.e. the squared error) or one of
+            :data:`circuits.losses.LOSSES`: the target given is then the *labels*, and the
+            family is shown ``r_L − ∂ℒ/∂r_L`` at the weights of the state when the example is
+            presented (:func:`circuits.losses.equivalent_target`), so its own nudge convention
+            (DI's δ_L, DFC's λ, TP's β) applies to the loss's gradient.
 
     The family's circuit is built (and validated) once, here. An evaluation rebinds it to the
     weights of the state and the presented example (:meth:`Family.bind`: the forward pass and
@@ -300,7 +309,7 @@ class Plastic(Circuit):
 
     def __init__(self, family: Family, network: ForwardNetwork, x: torch.Tensor,
                  target: torch.Tensor, *, eta=0.1, gate: str = "settled", theta: float = 0.05,
-                 reset: str = "none"):
+                 reset: str = "none", loss: str | None = None):
         if not isinstance(family, Family):
             raise TypeError(f"family: received {type(family).__name__}, expected a "
                             "circuits.plasticity.Family (ClosedForm, Settling, Targets)")
@@ -319,7 +328,9 @@ class Plastic(Circuit):
                              "(Settled, Continuous, Schedule with a period, LayerSchedule)")
         if reset not in RESETS:
             raise ValueError(f"reset: received {reset!r}, expected one of {list(RESETS)}")
-        self.family, self.reset = family, reset
+        if loss is not None and loss not in LOSSES:
+            raise ValueError(f"loss: received {loss!r}, expected None or one of {list(LOSSES)}")
+        self.family, self.reset, self.loss = family, reset, loss
         self.gate_kind = gate if isinstance(gate, str) else type(gate).__name__
         probe = family.build(network, x, target)
         self._bind(probe.network, eta=eta)
@@ -336,9 +347,16 @@ class Plastic(Circuit):
             self.populations += [Population(f"b_{l}", Role.WEIGHT, n, l)
                                  for l, n in enumerate(net.widths[1:], 1)]
         self.x = self.template.input(x)
-        self.target = self.template.output_like(target)
+        self.target = self._target(self.network, self.template.output_like(target))
         self._check_batch()
         self._held = self.circuit
+
+    def _target(self, network: ForwardNetwork, labels: torch.Tensor) -> torch.Tensor:
+        """What the family is shown for ``labels``: the labels, or with a ``loss`` the target
+        whose squared error has that loss's gradient at ``network``'s output."""
+        if self.loss is None or self.loss == "squared_error":
+            return labels
+        return equivalent_target(self.loss, network.forward(self.x, prepared=True).r[-1], labels)
 
     def _check_batch(self) -> None:
         if self.target.shape[1] != self.x.shape[1]:
@@ -356,9 +374,9 @@ class Plastic(Circuit):
             raise ValueError("target: received None, expected a target [B, n_L] (a Plastic "
                              "circuit learns from its credit circuit's output error)")
         self.x = self.template.input(x, check_finite=check)
-        self.target = self.template.output_like(target, check_finite=check)
-        self._check_batch()
         net = self.network if y is None else self.network_of(y)
+        self.target = self._target(net, self.template.output_like(target, check_finite=check))
+        self._check_batch()
         held = self.family.bind(self.circuit, net, self.x, self.target)
         self.family.present(held)
         self._held = held

@@ -37,6 +37,7 @@ from . import credit
 from .circuit import Circuit, State
 from .feedback import per_seed, replica_seeds
 from .gates import Plasticity, Schedule, Signals
+from .losses import LOSSES, equivalent_target
 from .network import ForwardNetwork
 from .parameters import Population, Role, as_replica_parameter, replica_count
 
@@ -56,6 +57,10 @@ class PredictiveCoding(Circuit):
         variances: σ²_ℓ, one number for every layer or a list of L (each a number or S numbers).
         tau_x: time constant of the value neurons (number or S numbers).
         eta: learning rate η (number or S numbers); used only with ``plasticity``.
+        loss: ``None`` (the target is clamped as given: squared error) or one of
+            :data:`circuits.losses.LOSSES`: the target given is then the labels, and the output
+            is clamped to ``r_L − ∂ℒ/∂r_L`` at the feed-forward output of the weights when the
+            teacher is presented (:func:`circuits.losses.equivalent_target`).
         reset: ``"feed_forward"`` makes every :meth:`present` with a state jump the values to the
             feed-forward pass (Z-IL's C1 per example, for training in one integration with
             ``Schedule.z_il(L, cycle=period)``); ``"none"`` (default) lets them run on.
@@ -72,7 +77,8 @@ class PredictiveCoding(Circuit):
     def __init__(self, network: ForwardNetwork, x: torch.Tensor,
                  target: torch.Tensor | None = None, *, variances=1.0, tau_x=1.0, eta=0.0,
                  plasticity: Plasticity | None = None, errors: str = "explicit",
-                 tau_eps=0.1, predictions: str = "live", reset: str = "none"):
+                 tau_eps=0.1, predictions: str = "live", reset: str = "none",
+                 loss: str | None = None):
         if not isinstance(network, ForwardNetwork):
             raise TypeError(f"network: received {type(network).__name__}, expected a "
                             "circuits.ForwardNetwork")
@@ -87,7 +93,9 @@ class PredictiveCoding(Circuit):
         if reset == "feed_forward" and plasticity is None:
             raise ValueError("reset: received 'feed_forward' without plasticity, expected a "
                              "plasticity gate (the reset reads the weights from the state)")
-        self.reset = reset
+        if loss is not None and loss not in LOSSES:
+            raise ValueError(f"loss: received {loss!r}, expected None or one of {list(LOSSES)}")
+        self.reset, self.loss = reset, loss
         if predictions not in PREDICTIONS:
             raise ValueError(f"predictions: received {predictions!r}, expected one of "
                              f"{list(PREDICTIONS)}")
@@ -164,6 +172,11 @@ class PredictiveCoding(Circuit):
             if self.target.shape[1] != self.batch:
                 raise ValueError(f"target: received {self.target.shape[1]} examples, expected "
                                  f"B = {self.batch} like x")
+            if self.loss is not None and self.loss != "squared_error":
+                W, b = (net.weights, net.biases) if y is None or self.plasticity is None \
+                    else self.parameters(y)
+                output = net.with_parameters(W, b).forward(self.x, prepared=True).r[-1]
+                self.target = equivalent_target(self.loss, output, self.target)
             self.teacher = torch.ones((), dtype=net.dtype, device=net.device)
         if self.reset == "feed_forward" and y is not None:
             W, b = self.parameters(y)

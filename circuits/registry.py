@@ -88,7 +88,8 @@ def learning_circuit(method: str, network: ForwardNetwork, x: torch.Tensor,
                      circuit: Mapping[str, Any] | None = None,
                      gate_args: Mapping[str, Any] | None = None,
                      feedback: Callable[[ForwardNetwork, torch.Tensor], Any]
-                     | Mapping[str, Any] | None = None, reset: str = "none") -> Any:
+                     | Mapping[str, Any] | None = None, reset: str = "none",
+                     loss: str | None = None) -> Any:
     """The learning circuit of ``method`` (one of :data:`METHODS`) on ``network`` with the
     first example ``x [B, n_0]``, ``target [B, n_L]``.
 
@@ -100,7 +101,9 @@ def learning_circuit(method: str, network: ForwardNetwork, x: torch.Tensor,
     ``feedback``: the target methods' feedback for the current weights and input, a function
     ``(network, x)``; for ``iterated_dtp`` also a mapping of :class:`FeedbackLearning` settings
     (default: its defaults), giving :func:`decoders_at_fixed_point`. ``reset``: the ``Plastic``
-    methods' (``"rest"``: every example settles from rest)."""
+    methods' (``"rest"``: every example settles from rest). ``loss``: the target is the labels of
+    this loss (:mod:`circuits.losses`: ``squared_error``, ``cross_entropy``), for every method
+    (predictive coding's too)."""
     if method not in METHODS:
         raise ValueError(f"method: received {method!r}, expected one of {list(METHODS)}")
     kw = dict(circuit or {})
@@ -108,12 +111,16 @@ def learning_circuit(method: str, network: ForwardNetwork, x: torch.Tensor,
         raise ValueError(f"gate_args: received {dict(gate_args)!r} for method {method!r}, "
                          "expected none (only pc has an ArrivalGate)")
     if method == "pc":
-        return PredictiveCoding(network, x, None, eta=eta,
+        return PredictiveCoding(network, x, None, eta=eta, loss=loss,
                                 plasticity=ArrivalGate(**(gate_args or {})), **kw)
     if method == "z_il":
-        return PredictiveCoding(network, x, target, eta=eta, reset="feed_forward",
+        return PredictiveCoding(network, x, target, eta=eta, reset="feed_forward", loss=loss,
                                 plasticity=Schedule.z_il(network.L, cycle=period), **kw)
     if method == "local_decoders":
+        if loss not in (None, "squared_error"):
+            raise ValueError(f"loss: received {loss!r} for local_decoders, expected None (each "
+                             "layer learns on its own decoder's loss; the output's is "
+                             "LocalDecoders' output_loss, 'bce' or 'mse')")
         return LocalDecoders(network, x, target, eta=eta, **kw)
     if method in ("backprop", "feedback_alignment", "pseudo_backprop", "ndi"):
         family = ClosedForm(method, **kw)
@@ -129,7 +136,8 @@ def learning_circuit(method: str, network: ForwardNetwork, x: torch.Tensor,
         family = Targets("iterated_output", form=form, anchor=anchor, feedback=feedback, **kw)
     else:
         family = Targets("ddtp_linear", form=form, anchor=anchor, feedback=feedback, **kw)
-    return Plastic(family, network, x, target, eta=eta, gate=gate, theta=theta, reset=reset)
+    return Plastic(family, network, x, target, eta=eta, gate=gate, theta=theta, reset=reset,
+                   loss=loss)
 
 
 __all__ = ["METHODS", "LABELS", "CIRCUIT_ARGS", "decoders_at_fixed_point", "learning_circuit"]
