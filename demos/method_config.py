@@ -10,6 +10,7 @@ from typing import Any, Mapping
 import torch
 
 from circuits import ArrivalGate, FeedbackLearning, ForwardNetwork
+from circuits.losses import LOSSES
 from circuits.registry import CIRCUIT_ARGS, METHODS
 from workbench import datasets
 
@@ -24,18 +25,22 @@ class Training:
     """epochs: passes over the training set.  batch: B examples per presentation (each epoch's
     remainder dropped: B is part of the state's shape).  seeds: replicas S (network seeds
     0..S-1).  order_seed: the minibatch order.  checkpoint_every: examples between
-    checkpoints (rounded down to whole minibatches, at least one)."""
+    checkpoints (rounded down to whole minibatches, at least one).  loss: what every method
+    learns, ``squared_error`` or ``cross_entropy`` (:mod:`circuits.losses`: each family's
+    target becomes the loss's gradient target; ``local_decoders`` keeps its own losses)."""
 
     epochs: int = 5
     batch: int = 32
     seeds: int = 3
     order_seed: int = 0
     checkpoint_every: int = 1024
+    loss: str = "squared_error"
 
     def __post_init__(self):
         for name in ("epochs", "batch", "seeds", "checkpoint_every"):
             check_int(f"training.{name}", getattr(self, name), 1)
         check_int("training.order_seed", self.order_seed, 0)
+        check_choice("training.loss", self.loss, LOSSES)
 
 
 @dataclass(frozen=True)

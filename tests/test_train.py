@@ -187,3 +187,36 @@ def test_fa_z_il_in_one_integration_is_backprop(tmp_path):
     for name in ("W_1", "W_2", "b_1", "b_2"):
         assert (bp[name] - start[name]).abs().max() > 1e-3
         assert (pc[name] - bp[name]).abs().max() < 1e-10
+
+
+def test_cross_entropy_for_every_method_and_z_il_is_backprop_on_it(tmp_path):
+    """``training.loss: cross_entropy``: every family learns the cross-entropy's gradient
+    target; Z-IL in one integration then trains exactly like backprop on the cross-entropy."""
+    cfg = tiny(["backprop", "z_il", "di", "pc"])
+    cfg["training"]["loss"] = "cross_entropy"
+    cfg["method"]["pc"] = {**FAST["pc"], "period": 4.0, "teacher_from": 1.0,
+                           "gate_args": {"threshold": 1.0e-10, "t_quiet": 1.0},
+                           "circuit": {"variances": [1.0, 4.0], "reset": "feed_forward"}}
+    summary = train.run(cfg, tmp_path, progress=False)
+    loaded = train.load(cfg)
+    task = train.load_task(loaded)
+    setup = train.build(loaded, task, "di")
+    assert setup.circuit.loss == "cross_entropy"
+    start = train.build(loaded, task, "backprop").y0
+    bp = train.final_weights(tmp_path, "digits", "backprop")
+    for other in ("z_il", "pc"):                     # pc: Fa-Z-IL at rate η/σ²_L = 0.1 too
+        got = train.final_weights(tmp_path, "digits", other)
+        for name in ("W_1", "W_2", "b_1", "b_2"):
+            assert (bp[name] - start[name]).abs().max() > 1e-3
+            assert (got[name] - bp[name]).abs().max() < 1e-10, (other, name)
+    runs = {r["method"]: r for r in summary["runs"]}
+    assert set(runs) == {"backprop", "z_il", "di", "pc"} and not any(
+        r["diverged"] for r in summary["runs"])
+    assert runs["z_il"]["test_accuracy"] == runs["backprop"]["test_accuracy"]
+
+
+def test_an_unknown_training_loss_is_named():
+    cfg = tiny(["backprop"])
+    cfg["training"]["loss"] = "hinge"
+    with pytest.raises(ValueError, match="training.loss"):
+        train.load(cfg)
