@@ -1,61 +1,62 @@
 """Parameter sweeps: thousands of circuits in one solve, against the eigenvalue prediction.
 
-    python -m demos.sweep [--config configs/sweep.yaml] --out DIR
+    python -m demos.sweep [--config configs/sweep.yaml] --out DIR [--workers N | --scheduler ADDR]
 
 Each sweep puts a grid of circuit parameters on the replica axis S of one
 :func:`solvers.sweep.sweep` (one ``solve`` per memory-sized chunk), on a 3-layer tanh network
 (``network`` section) and one seeded example ``x ~ N(0, I)``, ``target ~ N(0, I)``:
 
 * ``dynamic_inversion``: layer-wise DI (SPEC §1) over integral gain k_i × leak α (64 × 64 by
-  default). The feedback ``B`` is random (Gaussian, drawn from ``feedback_seed`` and shared
-  by every replica; a ``feedback_seed`` grid axis gives each replica its own), so ``W B`` has
-  eigenvalues with positive real part: the loop is stable in continuous time only when the
-  leak beats the gain, roughly ``α > k_i · max Re λ(W B)`` — a diagonal boundary in the
-  log-log plane. (With ``B = −Wᵀ`` every α ≥ 0 is stable.) DI is
-  affine in its state, so by default it is integrated with its exact flow (``method: auto``:
-  :mod:`solvers.affine`, steps doubling from ``dt``): there is no step-size boundary, and the
-  settle time is known to within a step of the doubling grid. With ``method: euler`` Euler's own
-  limits appear as well (``α dt > 2``: a vertical boundary at α = 2/dt; a loop oscillating
-  faster than dt resolves, ``k_i σ² dt ≳ 1``, in the top-right corner), drawn dashed.
-* ``feedback_control``: deep feedback control (SPEC §2) over proportional gain k_p × α, with
-  random output feedback ``Q`` (drawn once, shared). ``J Q`` then has eigenvalues with negative
-  real part, which the leak α̃ must outweigh, and the proportional path ``k_p Q e`` amplifies
-  them: the stable region shrinks as k_p grows. DFC is nonlinear, so the prediction linearises it
-  at its closed-form steady state.
+  default). The feedback ``B`` is random (Gaussian, drawn from ``feedback_seed`` and shared by
+  every replica; a ``feedback_seed`` grid axis gives each replica its own), so ``W B`` has
+  eigenvalues with positive real part: the loop is stable in continuous time only when the leak
+  beats the gain, roughly ``α > k_i · max Re λ(W B)`` — a diagonal boundary in the log-log plane.
+  (With ``B = −Wᵀ`` every α ≥ 0 is stable.) DI is affine in its state, so by default it is
+  integrated with its exact flow (``method: auto``: :mod:`solvers.affine`, steps doubling from
+  ``dt``): there is no step-size boundary, and the settle time is known to within a step of the
+  doubling grid. With ``method: euler`` Euler's own limits appear as well (``α dt > 2``: a vertical
+  boundary at α = 2/dt; a loop oscillating faster than dt resolves, ``k_i σ² dt ≳ 1``, in the
+  top-right corner), drawn dashed.
+* ``feedback_control``: deep feedback control (SPEC §2) over proportional gain k_p × α, with random
+  output feedback ``Q`` (drawn once, shared). ``J Q`` then has eigenvalues with negative real part,
+  which the leak α̃ must outweigh, and the proportional path ``k_p Q e`` amplifies them: the stable
+  region shrinks as k_p grows. DFC is nonlinear, so the prediction linearises it at its closed-form
+  steady state.
 
-For each grid point the prediction (:func:`solvers.sweep.predict_stability`) is "converges" iff
-the Jacobian's spectral abscissa is < 0 *and* the spectral radius of Euler's amplification matrix
-``I + dt J`` is < 1; the simulation says converged / diverged / truncated (still running at t1).
+For each grid point the prediction (:func:`solvers.sweep.predict_stability`) is "converges" iff the
+Jacobian's spectral abscissa is < 0 *and* the spectral radius of Euler's amplification matrix ``I +
+dt J`` is < 1; the simulation says converged / diverged / truncated (still running at t1).
 ``stability_agreement`` is the fraction of points where the two agree; each disagreement is
 classified in the summary (see :meth:`solvers.sweep.SweepResult.agreement`). The prediction is
 about the fixed point it linearises at, so with ``fixed_point_tolerance`` (default 0.1) the
-simulated outcome compared with it is "settled on that fixed point" (converged, relative error
-to the closed form ≤ the tolerance) or "left it" (diverged, or converged / still running far
-from it: DFC's tanh network has other fixed points and bounded oscillations the unstable mode
-can end on). ``status_agreement`` is the strict comparison of statuses (converged vs
-diverged, truncated always a disagreement); ``fixed_point_tolerance: null`` makes
-``stability_agreement`` strict too.
+simulated outcome compared with it is "settled on that fixed point" (converged, relative error to
+the closed form ≤ the tolerance) or "left it" (diverged, or converged / still running far from it:
+DFC's tanh network has other fixed points and bounded oscillations the unstable mode can end on).
+``status_agreement`` is the strict comparison of statuses (converged vs diverged, truncated always
+a disagreement); ``fixed_point_tolerance: null`` makes ``stability_agreement`` strict too.
 
-Measured (default config, float64, 1 thread, 2-core CPU; 24 s in all, 90 s before the exact
-flow and the shrinking batch): DI 4096 points in 2.3 s (Euler at dt = 0.1: 31 s),
-stability_agreement 0.998 (status_agreement 0.994): the 9 disagreements are stable points
-right at the diagonal boundary (spectral abscissa −0.004 … −0.001, time constants 250–1000)
-still settling at t1 = 3000. DFC 4096 points in 16 s (54 s before the batch shrank as replicas
-stopped), 0.996 (status 0.895): the 15 disagreements are
-again stable-but-slow points at the boundary (abscissa ≥ −0.08, close to k_p ≈ 1 where α̃
-saturates at 1 / k_p); the status-only disagreements are 327 predicted-unstable points that
-converged to *another* fixed point (error to the closed form 1e1–1e4) and 100 that oscillate
-far from it until t1 — a band just outside the predicted boundary where tanh saturation
+Measured (default config, float64, 1 thread, 2-core CPU; 24 s in all, 90 s before the exact flow
+and the shrinking batch): DI 4096 points in 2.3 s (Euler at dt = 0.1: 31 s), stability_agreement
+0.998 (status_agreement 0.994): the 9 disagreements are stable points right at the diagonal
+boundary (spectral abscissa −0.004 … −0.001, time constants 250–1000) still settling at t1 = 3000.
+DFC 4096 points in 16 s (54 s before the batch shrank as replicas stopped), 0.996 (status 0.895):
+the 15 disagreements are again stable-but-slow points at the boundary (abscissa ≥ −0.08, close to
+k_p ≈ 1 where α̃ saturates at 1 / k_p); the status-only disagreements are 327 predicted-unstable
+points that converged to *another* fixed point (error to the closed form 1e1–1e4) and 100 that
+oscillate far from it until t1 — a band just outside the predicted boundary where tanh saturation
 catches the growing mode before it passes the divergence bound.
 
-Writes ``DIR/<sweep>.png`` (heatmaps of the relative error of the final state to the closed
-form, of the settle time and of the status, with the predicted boundaries drawn over them:
-spectral abscissa = 0 solid, Euler spectral radius = 1 dashed;
-:func:`demos.plots.sweep_figure`), ``DIR/<sweep>.npz`` (the
-labelled arrays, :meth:`solvers.sweep.SweepResult.load`) and ``DIR/summary.json``::
+Writes ``DIR/<sweep>.png`` (heatmaps of the relative error of the final state to the closed form,
+of the settle time and of the status, with the predicted boundaries drawn over them: spectral
+abscissa = 0 solid, Euler spectral radius = 1 dashed; :func:`workbench.plots.sweep_figure`),
+``DIR/<sweep>.nc`` (netCDF: ``xarray.open_dataset``, :meth:`solvers.sweep.SweepResult.load`;
+``.npz`` too, the older format) and ``DIR/summary.json``::
 
-    {"sweeps": {NAME: {"grid_points", "stability_agreement", "seconds", ...}}, ...}
-"""
+    {"sweeps": {NAME: {"grid_points", "stability_agreement", "seconds", "netcdf", ...}}, ...}
+
+``--workers N`` (a local Dask cluster of N one-thread processes) or ``--scheduler ADDR`` (a running
+one) shards each sweep (:mod:`solvers.shards`): shards go to ``DIR/shards/<sweep>-<config hash>/``
+as they finish, so a rerun computes only the missing ones. Results equal the in-process ones."""
 from __future__ import annotations
 
 import argparse
@@ -72,18 +73,20 @@ from circuits import DynamicInversion, ForwardNetwork, replica_network
 from circuits.feedback_control import DeepFeedbackControl
 from solvers import solve
 from solvers.solve import Status
+from solvers.shards import dask_client, run_key
 from solvers.sweep import PARAMETERS, Grid, sweep
+from workbench.plots import sweep_figure
 
 from .config import (Config, Schema, Section, check_int, check_names, check_number,
                      check_optional, grid_axis, intra_op_threads, jsonable, load_config,
                      read_yaml, run_cli)
-from .plots import sweep_figure
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "sweep.yaml"
 _CIRCUIT_INPUTS = ("network", "x", "target", "output_error")
 _SOLVE_SUPPLIED = ("f", "y0", "observe", "progress")
-_SWEEP_SUPPLIED = ("build", "grid", "solve_kwargs", "error", "measures", "progress")
-NETWORK_AXES = ("seed", "weight_scale")            # grid axes that make one network per replica
+_SWEEP_SUPPLIED = ("build", "grid", "solve_kwargs", "error", "measures", "progress", "executor",
+                   "shard_dir")                    # executor, shard_dir: --workers / --scheduler
+NETWORK_AXES = ("seed", "weight_scale")            # grid axes: one network per replica
 
 CIRCUITS: dict[str, type] = {"dynamic_inversion": DynamicInversion,
                              "feedback_control": DeepFeedbackControl}
@@ -193,15 +196,18 @@ def builder(name: str, config: Config) -> Callable[[dict[str, torch.Tensor]], An
 
 # -- the demo --------------------------------------------------------------------------------
 
-def run_sweep(name: str, config: Config, out: Path) -> dict[str, Any]:
+def run_sweep(name: str, config: Config, out: Path, executor: Any = None) -> dict[str, Any]:
     grid = make_grid(name, config)
     build = builder(name, config)
     solver = {**config.get(f"{name}_solver", {})}
     options = dict(config.get(f"{name}_sweep", {}))
+    if executor is not None:        # shards under out/, keyed by the config: a rerun resumes
+        options.update(executor=executor, shard_dir=out / "shards" / f"{name}-{run_key(config)}")
     start = time.perf_counter()
     result = sweep(build, grid, solver, **options)
     seconds = time.perf_counter() - start
-    result.save(out / f"{name}.npz")
+    for suffix in (".nc", ".npz"):
+        result.save(out / f"{name}{suffix}")
     status = result["status"].data
     conv = status == int(Status.CONVERGED)
     err = result["error"].data[conv] if "error" in result else np.array([])
@@ -218,12 +224,9 @@ def run_sweep(name: str, config: Config, out: Path) -> dict[str, Any]:
             {"min": float(np.nanmin(result["settle_time"].data)),
              "max": float(np.nanmax(result["settle_time"].data))} if conv.any() else None),
         "boundary": BOUNDARIES.get(name, ""),
-        "chunks": result.attrs["chunks"], "chunk": result.attrs["chunk"],
-        "solve_seconds": result.attrs["solve_seconds"],
-        "predict_seconds": result.attrs["predict_seconds"],
-        "steps_per_chunk": result.attrs["steps_per_chunk"],
-        "method": result.attrs["method"], "dt": result.attrs["dt"], "t1": result.attrs["t1"],
-        "figure": f"{name}.png", "data": f"{name}.npz",
+        **{k: result.attrs[k] for k in ("chunks", "chunk", "solve_seconds", "predict_seconds",
+                                        "steps_per_chunk", "method", "dt", "t1")},
+        "figure": f"{name}.png", "data": f"{name}.npz", "netcdf": f"{name}.nc",
     }
     if "predicted_status" in result:
         agreement = result.agreement(config["fixed_point_tolerance"])
@@ -244,8 +247,10 @@ def run_sweep(name: str, config: Config, out: Path) -> dict[str, Any]:
     return entry
 
 
-def run(config: str | Path | Mapping[str, Any] | None, out: str | Path) -> dict[str, Any]:
-    """Run the demo into ``out``; returns the summary (also ``out/summary.json``)."""
+def run(config: str | Path | Mapping[str, Any] | None, out: str | Path,
+        workers: int | None = None, scheduler: str | None = None) -> dict[str, Any]:
+    """Run the demo into ``out``; returns the summary (also ``out/summary.json``). With
+    ``workers`` (a local Dask cluster) or ``scheduler`` (an address), sweeps run sharded."""
     config = load(config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -255,9 +260,9 @@ def run(config: str | Path | Mapping[str, Any] | None, out: str | Path) -> dict[
     threads = check_optional(check_int, "config key 'threads'", config["threads"], 1)
     summary: dict[str, Any] = {"sweeps": {}}
     start = time.perf_counter()
-    with intra_op_threads(threads):
+    with intra_op_threads(threads), dask_client(workers, scheduler) as client:
         for name in config["sweeps"]:
-            summary["sweeps"][name] = run_sweep(name, config, out)
+            summary["sweeps"][name] = run_sweep(name, config, out, client)
     summary["seconds"] = time.perf_counter() - start
     summary["config"] = jsonable(config)
     with (out / "summary.json").open("w") as fh:
@@ -282,7 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG),
                         help="YAML config merged over configs/sweep.yaml (default: that file)")
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
-    run_cli(parser, argv, lambda args: load(args.config), run, report)
+    parser.add_argument("--workers", type=int, help="run on a local Dask cluster of N processes")
+    parser.add_argument("--scheduler", help="run on the Dask scheduler at this address")
+    cli: dict[str, Any] = {}                   # the parsed arguments (for --workers ...)
+    run_cli(parser, argv, lambda args: cli.update(vars(args)) or load(args.config),
+            lambda cfg, out: run(cfg, out, cli["workers"], cli["scheduler"]), report)
     return 0
 
 

@@ -12,7 +12,7 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   "$PY" -m pip install -q --disable-pip-version-check torch==2.13.0
 fi
 if ! "$PY" -m pip show -q feedback-circuits >/dev/null 2>&1 \
-   || ! "$PY" -I -c "import circuits, solvers, workbench, torchdiffeq, yaml, tqdm, matplotlib, mnist1d, pytest" >/dev/null 2>&1; then
+   || ! "$PY" -I -c "import circuits, solvers, workbench, torchdiffeq, yaml, tqdm, matplotlib, mnist1d, xarray, h5netcdf, h5py, distributed, pytest" >/dev/null 2>&1; then
   echo "setup: installing feedback-circuits and its dependencies"
   "$PY" -m pip install -q --disable-pip-version-check -e ".[test]"
 fi

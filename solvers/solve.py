@@ -86,6 +86,14 @@ class Solution:
     def counts(self) -> dict[str, int]:
         return {s.name.lower(): int((self.status == s).sum()) for s in Status}
 
+    def to_xarray(self, dims: Mapping[str, Sequence[str]] | None = None,
+                  final: bool = True) -> Any:
+        """An ``xarray.Dataset``: trajectories over ``time`` × ``replica`` × unit dims, final
+        state, status and ``t_stop`` per replica (:func:`solvers.labelled.solution_to_xarray`;
+        needs xarray)."""
+        from .labelled import solution_to_xarray
+        return solution_to_xarray(self, dims, final)
+
 
 def _positive(name: str, value: Any, *, integer: bool = False, allow_zero: bool = False) -> None:
     ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))

@@ -7,13 +7,17 @@
   array back into the grid's shape.
 * :class:`LabelledArray`: numpy data with named dims and coordinates (the parameter values);
   ``save`` / ``load`` as ``.npz`` (no dependency beyond numpy). :class:`SweepResult` holds the
-  arrays of one sweep (status, stop time, error to the closed form, predicted stability ...)
-  and saves them to one ``.npz``.
+  arrays of one sweep (status, stop time, error to the closed form, predicted stability ...),
+  saves them to one netCDF file (``.nc``, readable by ``xarray.open_dataset`` without this
+  project) or the older ``.npz``, and converts to an ``xarray.Dataset``
+  (:meth:`SweepResult.to_xarray`, :mod:`solvers.labelled`).
 * :func:`sweep`: build one circuit whose replicas are grid points, ``solve`` it once per chunk,
   collect per-replica results. Chunks are sized automatically from an estimate of the bytes one
   replica needs (state, solver work buffers, recording, and the Jacobian when stability is
   predicted), so a grid larger than memory is split. Chunking does not change any replica's
-  result: replicas never interact in ``solve``.
+  result: replicas never interact in ``solve``. With ``executor=`` (a process pool, a Dask
+  client, submitit ...) the grid is split into shards computed elsewhere, written as they
+  finish and resumed on a rerun (:mod:`solvers.shards`), merged to the same result bit for bit.
 * :func:`predict_stability`: the linear-stability prediction per replica (spectral abscissa of
   the Jacobian < 0, and the stepping method's amplification matrix at the solve's ``dt`` having
   spectral radius < 1), compared point by point with the simulated status by
@@ -368,9 +372,21 @@ class SweepResult:
             out["disagreements"][kind] = entry
         return out
 
+    def to_xarray(self) -> Any:
+        """This sweep as an ``xarray.Dataset``: one data variable per array, the grid axes as
+        coordinates, status codes explained in attrs, ``attrs`` as dataset attrs
+        (:func:`solvers.labelled.sweep_to_xarray`; needs xarray)."""
+        from .labelled import sweep_to_xarray
+        return sweep_to_xarray(self)
+
     def save(self, path: str | Path) -> Path:
-        """All arrays and attrs in one ``.npz``."""
+        """All arrays and attrs in one file: netCDF for a ``.nc`` path (opens with
+        ``xarray.open_dataset`` anywhere; :func:`solvers.labelled.save_netcdf`), else the
+        older ``.npz`` (numpy only)."""
         path = Path(path)
+        if path.suffix == ".nc":
+            from .labelled import save_netcdf
+            return save_netcdf(self, path)
         entries: dict[str, np.ndarray] = {
             "__sweep__": np.array(json.dumps({"arrays": list(self.arrays), "attrs": self.attrs}))}
         for name, arr in self.arrays.items():
@@ -381,7 +397,15 @@ class SweepResult:
 
     @classmethod
     def load(cls, path: str | Path) -> "SweepResult":
-        with np.load(Path(path), allow_pickle=False) as files:
+        """Read what :meth:`save` wrote: ``.nc`` (netCDF) or ``.npz`` (the older format, still
+        read, with a :class:`solvers.labelled.LegacyFormatWarning`)."""
+        path = Path(path)
+        if path.suffix == ".nc":
+            from .labelled import load_netcdf
+            return load_netcdf(path)
+        from .labelled import warn_legacy
+        warn_legacy(path)
+        with np.load(path, allow_pickle=False) as files:
             head = json.loads(str(files["__sweep__"]))
             arrays = {name: LabelledArray._from_entries(files, f"{name}/")
                       for name in head["arrays"]}
@@ -545,13 +569,157 @@ def bytes_per_replica(y0: State, solve_kwargs: Mapping[str, Any],
     return int(total)
 
 
+def _checked_options(grid: Any, solve_kwargs: Any, error: Any, measures: Any, predict: Any,
+                     oracle: Any, chunk: Any, max_bytes: Any
+                     ) -> tuple[Callable | None, dict[str, Callable]]:
+    """Validate :func:`sweep`'s arguments before any work; returns the error function (or
+    None) and the measures as a dict."""
+    if not isinstance(grid, Grid):
+        raise TypeError(f"grid: received {type(grid).__name__}, expected a solvers.sweep.Grid")
+    if not isinstance(solve_kwargs, Mapping):
+        raise ValueError(f"solve_kwargs: received {type(solve_kwargs).__name__}, expected a "
+                         "mapping of solvers.solve keyword arguments")
+    for key in ("f", "y0"):
+        if key in solve_kwargs:
+            raise ValueError(f"solve_kwargs: received {key!r}, expected it to be left out "
+                             "(sweep supplies the circuit and its initial state)")
+    for key in ("t0", "t1"):
+        if key not in solve_kwargs:
+            raise ValueError(f"solve_kwargs: missing {key!r}, expected the time span t0, t1")
+    if predict is not None and predict not in ("initial", "steady_state"):
+        raise ValueError(f"predict: received {predict!r}, expected None, 'initial' or "
+                         "'steady_state'")
+    if oracle is not None and not callable(oracle):
+        raise ValueError(f"oracle: received {type(oracle).__name__}, expected a callable "
+                         "(circuit, y, method, dt) -> report, or None")
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+        raise ValueError(f"max_bytes: received {max_bytes!r}, expected an integer > 0")
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int)
+                              or chunk < 1):
+        raise ValueError(f"chunk: received {chunk!r}, expected an integer ≥ 1 or None")
+    error_fn = closed_form_error if error == "closed_form" else error
+    if error_fn is not None and not callable(error_fn):
+        raise ValueError(f"error: received {error!r}, expected 'closed_form', None or a callable")
+    return error_fn, dict(measures or {})
+
+
+def sweep_range(build: Callable[[dict[str, torch.Tensor]], Any], grid: Grid, start: int,
+                stop: int, solve_kwargs: Mapping[str, Any], *,
+                error: Callable[[Any, State], torch.Tensor] | None = closed_form_error,
+                measures: Mapping[str, Callable[[Any, Solution], torch.Tensor]] | None = None,
+                predict: str | None = None, oracle: StabilityOracle | None = None,
+                chunk: int | None = None, max_bytes: int = 1 << 30,
+                progress: bool = False) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The work of :func:`sweep` on the grid's flat indices ``start:stop`` (arguments already
+    checked; ``error`` a callable or None): one ``solve`` per chunk of that range.
+
+    Returns ``(flat, info)``: ``flat`` maps each array name (``status``, ``t_stop``, ``error``,
+    measures, prediction) to its raw per-replica values ``[stop - start]`` (numpy, on the host;
+    ``settle_time`` and the NaN clean-up are added by :func:`assemble_result`); ``info`` holds
+    ``chunk``, ``chunks``, ``bytes_per_replica``, ``steps_per_chunk``, ``solve_seconds``,
+    ``predict_seconds``, ``t0``, ``t1``, ``method``, ``dt``. A shard of a distributed sweep
+    (:mod:`solvers.shards`) is one call of this on its range."""
+    kwargs = dict(solve_kwargs)
+    kwargs.setdefault("progress", False)
+    t0, t1 = kwargs.pop("t0"), kwargs.pop("t1")
+    size = stop - start
+    per_replica = None
+    if chunk is None:
+        probe = build(grid.points(start, start + 1))
+        per_replica = bytes_per_replica(probe.initial_state(), {**kwargs, "t0": t0, "t1": t1},
+                                        predict)
+        chunk = max(1, max_bytes // per_replica)
+    chunk = min(chunk, size)
+    # Balanced chunks (sizes differ by at most one): no stray 1-replica chunk at the end.
+    n_chunks = math.ceil(size / chunk)
+    bounds = [start + size * i // n_chunks for i in range(n_chunks + 1)]
+
+    collected: dict[str, list[np.ndarray]] = {}
+
+    def keep(name: str, value: torch.Tensor) -> None:
+        collected.setdefault(name, []).append(value.detach().reshape(-1).cpu().numpy())
+
+    start_time = time.perf_counter()
+    solve_seconds = predict_seconds = 0.0
+    steps = []
+    for lo, hi in zip(bounds, bounds[1:]):
+        circuit = build(grid.points(lo, hi))
+        y0 = circuit.initial_state()
+        S = Layout(y0).replicas
+        if S != hi - lo:
+            raise ValueError(f"build: returned a circuit with S = {S} replicas, expected "
+                             f"{hi - lo} (one per grid point given)")
+        sol = solve(circuit, y0, t0, t1, **kwargs)
+        solve_seconds += sol.stats["seconds"]
+        steps.append(int(sol.stats.get("steps") or 0))
+        keep("status", sol.status.to(torch.int8))
+        keep("t_stop", sol.t_stop)
+        if error is not None:
+            keep("error", error(circuit, sol.y1))
+        for name, fn in (measures or {}).items():
+            keep(name, torch.as_tensor(fn(circuit, sol)))
+        if predict is not None:
+            tick = time.perf_counter()
+            for name, value in predict_stability(circuit, kwargs.get("method", "euler"),
+                                                 kwargs.get("dt"), predict,
+                                                 oracle=oracle).items():
+                keep(name, value.to(torch.int8) if value.dtype == torch.bool
+                     or name == "predicted_status" else value)
+            predict_seconds += time.perf_counter() - tick
+        if progress:
+            print(f"sweep: {hi - start}/{size} replicas, "
+                  f"{time.perf_counter() - start_time:.1f} s")
+
+    flat = {name: np.concatenate(parts) for name, parts in collected.items()}
+    info = {"chunk": chunk, "chunks": n_chunks, "bytes_per_replica": per_replica,
+            "t0": float(t0), "t1": float(t1), "method": kwargs.get("method", "euler"),
+            "dt": kwargs.get("dt"), "steps_per_chunk": steps, "solve_seconds": solve_seconds,
+            "predict_seconds": predict_seconds}
+    return flat, info
+
+
+def assemble_result(grid: Grid, flat: Mapping[str, np.ndarray], info: Mapping[str, Any], *,
+                    max_bytes: int, predict: str | None, seconds: float,
+                    extra: Mapping[str, Any] | None = None) -> SweepResult:
+    """The :class:`SweepResult` of a whole grid from its raw per-replica values ``flat``
+    (``{name: [grid.size]}``, flat C order, as :func:`sweep_range` returns them for the whole
+    grid or concatenated over shards): adds ``settle_time`` (``t_stop`` where converged, NaN
+    elsewhere), stores non-finite measures as NaN (counted in ``attrs["nonfinite"]``) and
+    labels every array with the grid's dims and coordinates. Element-wise only, so shards
+    merge to exactly the single-process result. ``extra`` is added to the attrs."""
+    flat = {name: np.array(values) for name, values in flat.items()}
+    status = flat["status"]
+    flat["settle_time"] = np.where(status == int(Status.CONVERGED), flat["t_stop"], np.nan)
+    nonfinite = {}
+    for name, values in flat.items():
+        if name != "settle_time" and values.dtype.kind == "f":
+            bad = ~np.isfinite(values)
+            if bad.any():
+                nonfinite[name] = int(bad.sum())
+                values[bad] = np.nan
+    attrs = {"status_names": STATUS_NAMES, "grid_shape": list(grid.shape),
+             "grid_points": grid.size, "chunk": info["chunk"],
+             "chunks": info["chunks"], "bytes_per_replica": info["bytes_per_replica"],
+             "max_bytes": max_bytes, "t0": info["t0"], "t1": info["t1"],
+             "method": info["method"], "dt": info["dt"],
+             "steps_per_chunk": list(info["steps_per_chunk"]),
+             "solve_seconds": info["solve_seconds"],
+             "predict_seconds": info["predict_seconds"], "predict": predict,
+             "seconds": seconds, "nonfinite": nonfinite, **dict(extra or {})}
+    coords = {d: grid.coords[d] for d in grid.dims}
+    arrays = {name: LabelledArray(grid.reshape(values), grid.dims, dict(coords), name)
+              for name, values in flat.items()}
+    return SweepResult(arrays, attrs)
+
+
 def sweep(build: Callable[[dict[str, torch.Tensor]], Any], grid: Grid,
           solve_kwargs: Mapping[str, Any], *,
           error: Callable[[Any, State], torch.Tensor] | None | str = "closed_form",
           measures: Mapping[str, Callable[[Any, Solution], torch.Tensor]] | None = None,
           predict: str | None = None, oracle: StabilityOracle | None = None,
           chunk: int | None = None, max_bytes: int = 1 << 30,
-          progress: bool = False) -> SweepResult:
+          progress: bool = False, executor: Any = None,
+          shard_dir: str | Path | None = None, shards: int | None = None) -> SweepResult:
     """Solve the circuit ``build(points)`` whose replicas are the grid's points, chunk by chunk.
 
     Args:
@@ -579,6 +747,20 @@ def sweep(build: Callable[[dict[str, torch.Tensor]], Any], grid: Grid,
             :func:`bytes_per_replica` (estimated on a one-replica probe of the first point).
             The grid is split into ``ceil(size / chunk)`` chunks of balanced sizes.
         max_bytes: memory budget of one chunk.
+        executor: None (default: everything in this process, as above), or an object with
+            ``submit(fn, *args)`` returning a future with ``result()`` —
+            ``concurrent.futures.ProcessPoolExecutor``, ``dask.distributed.Client``,
+            ``submitit.AutoExecutor`` ...: the grid is split into ``shards`` ranges, each a
+            sweep of its own computed by ``executor`` and merged here, equal bit for bit to the
+            in-process result (:mod:`solvers.shards`). ``build``, ``error``, ``measures`` and
+            ``oracle`` must then be picklable (module-level functions or
+            ``functools.partial`` of them; Dask also takes closures).
+        shard_dir: a folder: each finished shard is written there as it completes, and a rerun
+            with the same folder skips the shards already there (resume). None: nothing
+            written.
+        shards: how many shards; default one per worker of ``executor`` (Dask: its workers;
+            a process or thread pool: ``max_workers``), 1 without an executor. At most
+            ``grid.size // 2`` are used (see below).
 
     Chunking and exactness: a replica's arithmetic does not depend on the other replicas, so
     the results of any chunking agree bit for bit as long as every chunk takes the same kernel
@@ -588,106 +770,24 @@ def sweep(build: Callable[[dict[str, torch.Tensor]], Any], grid: Grid,
     therefore equal to the unchunked result only to rounding. The same holds for a chunk whose
     replicas all happen to hold one matrix the whole grid does not share (e.g. a chunk inside
     one value of a ``feedback_seed`` axis that is not the fastest): the draws are the same, the
-    kernel path is not.
+    kernel path is not. Shards are chunks too, which is why a shard holds at least two points;
+    and like chunking, the exact affine flow (``method="affine"`` / ``"auto"``, whose batch
+    shrinks as replicas stop) agrees across shardings only to rounding (~1e-14).
     """
-    if not isinstance(grid, Grid):
-        raise TypeError(f"grid: received {type(grid).__name__}, expected a solvers.sweep.Grid")
-    if not isinstance(solve_kwargs, Mapping):
-        raise ValueError(f"solve_kwargs: received {type(solve_kwargs).__name__}, expected a "
-                         "mapping of solvers.solve keyword arguments")
-    for key in ("f", "y0"):
-        if key in solve_kwargs:
-            raise ValueError(f"solve_kwargs: received {key!r}, expected it to be left out "
-                             "(sweep supplies the circuit and its initial state)")
-    for key in ("t0", "t1"):
-        if key not in solve_kwargs:
-            raise ValueError(f"solve_kwargs: missing {key!r}, expected the time span t0, t1")
-    if predict is not None and predict not in ("initial", "steady_state"):
-        raise ValueError(f"predict: received {predict!r}, expected None, 'initial' or "
-                         "'steady_state'")
-    if oracle is not None and not callable(oracle):
-        raise ValueError(f"oracle: received {type(oracle).__name__}, expected a callable "
-                         "(circuit, y, method, dt) -> report, or None")
-    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
-        raise ValueError(f"max_bytes: received {max_bytes!r}, expected an integer > 0")
-    error_fn = closed_form_error if error == "closed_form" else error
-    if error_fn is not None and not callable(error_fn):
-        raise ValueError(f"error: received {error!r}, expected 'closed_form', None or a callable")
-    measures = dict(measures or {})
-
-    kwargs = dict(solve_kwargs)
-    kwargs.setdefault("progress", False)
-    t0, t1 = kwargs.pop("t0"), kwargs.pop("t1")
-    per_replica = None
-    if chunk is None:
-        probe = build(grid.points(0, 1))
-        per_replica = bytes_per_replica(probe.initial_state(), {**kwargs, "t0": t0, "t1": t1},
-                                        predict)
-        chunk = max(1, max_bytes // per_replica)
-    elif isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk: received {chunk!r}, expected an integer ≥ 1 or None")
-    chunk = min(chunk, grid.size)
-    # Balanced chunks (sizes differ by at most one): no stray 1-replica chunk at the end.
-    n_chunks = math.ceil(grid.size / chunk)
-    bounds = [grid.size * i // n_chunks for i in range(n_chunks + 1)]
-
-    collected: dict[str, list[np.ndarray]] = {}
-
-    def keep(name: str, value: torch.Tensor) -> None:
-        collected.setdefault(name, []).append(value.detach().reshape(-1).cpu().numpy())
-
+    error_fn, measures = _checked_options(grid, solve_kwargs, error, measures, predict,
+                                          oracle, chunk, max_bytes)
+    if executor is not None or shard_dir is not None or shards is not None:
+        from .shards import sharded_sweep
+        return sharded_sweep(build, grid, solve_kwargs, executor=executor,
+                             shard_dir=shard_dir, shards=shards, error=error_fn,
+                             measures=measures, predict=predict, oracle=oracle, chunk=chunk,
+                             max_bytes=max_bytes, progress=progress)
     start_time = time.perf_counter()
-    solve_seconds = predict_seconds = 0.0
-    steps = []
-    for start, stop in zip(bounds, bounds[1:]):
-        circuit = build(grid.points(start, stop))
-        y0 = circuit.initial_state()
-        S = Layout(y0).replicas
-        if S != stop - start:
-            raise ValueError(f"build: returned a circuit with S = {S} replicas, expected "
-                             f"{stop - start} (one per grid point given)")
-        sol = solve(circuit, y0, t0, t1, **kwargs)
-        solve_seconds += sol.stats["seconds"]
-        steps.append(int(sol.stats.get("steps") or 0))
-        keep("status", sol.status.to(torch.int8))
-        keep("t_stop", sol.t_stop)
-        if error_fn is not None:
-            keep("error", error_fn(circuit, sol.y1))
-        for name, fn in measures.items():
-            keep(name, torch.as_tensor(fn(circuit, sol)))
-        if predict is not None:
-            tick = time.perf_counter()
-            for name, value in predict_stability(circuit, kwargs.get("method", "euler"),
-                                                 kwargs.get("dt"), predict,
-                                                 oracle=oracle).items():
-                keep(name, value.to(torch.int8) if value.dtype == torch.bool
-                     or name == "predicted_status" else value)
-            predict_seconds += time.perf_counter() - tick
-        if progress:
-            print(f"sweep: {stop}/{grid.size} replicas, {time.perf_counter() - start_time:.1f} s")
-
-    flat = {name: np.concatenate(parts) for name, parts in collected.items()}
-    status = flat["status"]
-    flat["settle_time"] = np.where(status == int(Status.CONVERGED), flat["t_stop"], np.nan)
-    nonfinite = {}
-    for name, values in flat.items():
-        if name != "settle_time" and values.dtype.kind == "f":
-            bad = ~np.isfinite(values)
-            if bad.any():
-                nonfinite[name] = int(bad.sum())
-                values[bad] = np.nan
-    attrs = {"status_names": STATUS_NAMES, "grid_shape": list(grid.shape),
-             "grid_points": grid.size, "chunk": chunk,
-             "chunks": n_chunks, "bytes_per_replica": per_replica,
-             "max_bytes": max_bytes, "t0": float(t0), "t1": float(t1),
-             "method": kwargs.get("method", "euler"), "dt": kwargs.get("dt"),
-             "steps_per_chunk": steps, "solve_seconds": solve_seconds,
-             "predict_seconds": predict_seconds, "predict": predict,
-             "seconds": time.perf_counter() - start_time, "nonfinite": nonfinite}
-    coords = {d: grid.coords[d] for d in grid.dims}
-    arrays = {name: LabelledArray(grid.reshape(values), grid.dims, dict(coords), name)
-              for name, values in flat.items()}
-    return SweepResult(arrays, attrs)
+    flat, info = sweep_range(build, grid, 0, grid.size, solve_kwargs, error=error_fn,
+                             measures=measures, predict=predict, oracle=oracle, chunk=chunk,
+                             max_bytes=max_bytes, progress=progress)
+    return assemble_result(grid, flat, info, max_bytes=max_bytes, predict=predict,
+                           seconds=time.perf_counter() - start_time)
 
 
 #: Names that moved from solvers to circuits (solvers depends on no circuit package).
@@ -708,4 +808,5 @@ def __getattr__(name: str):
 
 __all__ = ["PARAMETERS", "STATUS_NAMES", "Grid", "LabelledArray", "SweepResult",
            "LinearStability", "StabilityOracle", "closed_form_error", "linearised_stability",
-           "method_amplification", "predict_stability", "bytes_per_replica", "sweep"]
+           "method_amplification", "predict_stability", "bytes_per_replica", "sweep",
+           "sweep_range", "assemble_result"]
