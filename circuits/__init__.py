@@ -4,8 +4,9 @@ network, closed forms (steady states, credit baselines), stability analysis and 
 registry (:mod:`circuits.registry`: name → learning circuit)."""
 from .activations import ACTIVATIONS, Activation, get_activation
 from .circuit import Circuit, CreditCircuit
-from .credit import (alignment, angle, backprop, cascade, feedback_alignment, gauss_newton,
-                     pseudo_backprop, reference_credits, weight_updates)
+from .credit import (alignment, angle, backprop, cascade, damped_pseudo_inverse,
+                     feedback_alignment, gauss_newton, gauss_newton_step, pseudo_backprop,
+                     reference_credits, weight_updates)
 from .dynamic_inversion import DynamicInversion, SingleLoopDynamicInversion, effective_leak, invert
 from .feedback_control import DeepFeedbackControl
 from .feedback_learning import (DifferenceReconstruction, FeedbackLearning, LearnedFeedback,
@@ -17,8 +18,12 @@ from .parameters import Population, Role
 from .plasticity import ClosedForm, Family, Plastic, Settling, Targets, outer_updates
 from .predictive_coding import (PredictiveCoding, backprop_updates, fixed_prediction_transient,
                                 update_divergence)
-from .target_propagation import (Decoder, InverseDecoder, MirroredDecoder, TargetPropagation,
-                                 gauss_newton_targets, influence_scaled, inverse_decoders)
+from .target_propagation import (Decoder, FeedbackDecoder, InverseDecoder, MirroredDecoder,
+                                 PostInverseDecoder, TargetPropagation, coordinate_noise,
+                                 difference_reconstruction_feedback,
+                                 difference_reconstruction_loss, gauss_newton_targets,
+                                 influence_scaled, inverse_decoders, output_jacobians,
+                                 post_layer, post_output_jacobians)
 from .stability import (StabilityReport, amplification, analyse, analyse_circuit, jacobian,
                         smoothed_spectral_abscissa, stabilise_feedback)
 
@@ -26,7 +31,8 @@ __all__ = [
     "CreditCircuit",
     "ACTIVATIONS", "Activation", "get_activation", "Circuit",
     "alignment", "angle", "backprop", "cascade", "feedback_alignment", "gauss_newton",
-    "pseudo_backprop", "reference_credits", "weight_updates",
+    "pseudo_backprop", "reference_credits", "weight_updates", "damped_pseudo_inverse",
+    "gauss_newton_step",
     "DynamicInversion", "SingleLoopDynamicInversion", "effective_leak", "invert",
     "DeepFeedbackControl", "DifferenceReconstruction", "ReconstructionLearning",
     "FeedbackLearning", "LearnedFeedback", "initial_feedback", "learn_feedback",
@@ -36,6 +42,8 @@ __all__ = [
     "StabilityReport", "amplification", "analyse", "analyse_circuit", "jacobian",
     "smoothed_spectral_abscissa", "stabilise_feedback",
     "Decoder", "InverseDecoder", "MirroredDecoder", "TargetPropagation", "gauss_newton_targets",
-    "influence_scaled", "inverse_decoders",
+    "influence_scaled", "inverse_decoders", "FeedbackDecoder", "PostInverseDecoder",
+    "coordinate_noise", "difference_reconstruction_feedback", "difference_reconstruction_loss",
+    "output_jacobians", "post_layer", "post_output_jacobians",
     "ClosedForm", "Family", "Plastic", "Settling", "Targets", "outer_updates",
 ]

@@ -46,25 +46,91 @@ def pseudo_backprop(net: ForwardNetwork, fwd: Forward, delta_L: torch.Tensor
     return cascade(net, fwd, delta_L, lambda l, d: d @ pinv[l - 1].transpose(-1, -2))
 
 
+def gauss_newton_step(J: torch.Tensor, v: torch.Tensor, damping: float = 0.0,
+                      rtol: float | None = None) -> torch.Tensor:
+    """The damped Gauss-Newton step ``x = J⁺_λ v`` for a batch of Jacobians (SPEC §5).
+
+    ``J`` ``[..., m, n]`` (e.g. ``[S, B, n_L, n_ℓ]``), ``v`` ``[..., m]``; returns ``[..., n]``:
+
+    * λ = ``damping`` = 0: ``x = J⁺ v``, the Moore–Penrose pseudo-inverse, from the SVD
+      ``J = U diag(s) Vᵀ``: ``x = V diag(1/s) Uᵀ v`` over the singular values ``s_i >
+      rtol·s_max`` (the others, numerically zero, are dropped: the minimum-norm least-squares
+      solution). Its error grows like cond(J)·ε, not cond(J)²·ε as a solve of the Gram matrix
+      ``J Jᵀ`` does, and it is right when ``J Jᵀ`` is singular (a layer narrower than the output).
+      ``rtol`` None: ``max(m, n)·ε`` of the dtype (numpy's and ``torch.linalg.pinv``'s default).
+    * λ > 0: ``x = Jᵀ(J Jᵀ + λI)⁻¹ v = (JᵀJ + λI)⁻¹ Jᵀ v``, solving the smaller Gram system
+      (``m × m`` when ``m ≤ n``, else ``n × n``); positive definite, so well posed. As λ → 0 it
+      tends to ``J⁺ v`` (for any rank: each singular direction is scaled by ``s/(s² + λ)``).
+
+    Batched over all leading axes (replicas and examples alike)."""
+    damping = nonnegative_float("damping", damping)
+    m, n = J.shape[-2], J.shape[-1]
+    if v.shape[-1] != m:
+        raise ValueError(f"v: received shape {tuple(v.shape)}, expected [..., {m}] (the rows "
+                         f"of J, shape {tuple(J.shape)})")
+    if damping == 0.0:
+        if rtol is None:
+            rtol = max(m, n) * torch.finfo(J.dtype).eps
+        elif isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not rtol >= 0 \
+                or rtol == float("inf"):
+            raise ValueError(f"rtol: received {rtol!r}, expected a finite number ≥ 0 (the "
+                             "rank cutoff relative to the largest singular value) or None")
+        U, s, Vh = torch.linalg.svd(J, full_matrices=False)     # [.., m, k], [.., k], [.., k, n]
+        keep = s > rtol * s[..., :1]
+        inv_s = torch.where(keep, 1 / torch.where(keep, s, torch.ones_like(s)),
+                            torch.zeros_like(s))
+        coeff = (v[..., None, :] @ U)[..., 0, :] * inv_s                  # diag(1/s) Uᵀ v
+        return (coeff[..., None, :] @ Vh)[..., 0, :]
+    Jt = J.transpose(-1, -2)
+    if m <= n:
+        eye = damping * torch.eye(m, dtype=J.dtype, device=J.device)
+        return (Jt @ torch.linalg.solve(J @ Jt + eye, v[..., None]))[..., 0]
+    eye = damping * torch.eye(n, dtype=J.dtype, device=J.device)
+    return torch.linalg.solve(Jt @ J + eye, (Jt @ v[..., None]))[..., 0]
+
+
+def damped_pseudo_inverse(J: torch.Tensor, damping: float = 0.0,
+                          rtol: float | None = None) -> torch.Tensor:
+    """The matrix ``J⁺_λ = Jᵀ(J Jᵀ + λI)⁻¹ = (JᵀJ + λI)⁻¹Jᵀ`` ``[..., n, m]`` of
+    :func:`gauss_newton_step` (λ = 0: the pseudo-inverse ``torch.linalg.pinv`` with relative
+    cutoff ``rtol``, default ``max(m, n)·ε``; λ > 0: the smaller Gram system solved)."""
+    damping = nonnegative_float("damping", damping)
+    m, n = J.shape[-2], J.shape[-1]
+    if damping == 0.0:
+        if rtol is None:
+            rtol = max(m, n) * torch.finfo(J.dtype).eps
+        return torch.linalg.pinv(J, rtol=rtol)
+    Jt = J.transpose(-1, -2)
+    if m <= n:
+        eye = damping * torch.eye(m, dtype=J.dtype, device=J.device)
+        return torch.linalg.solve(J @ Jt + eye, J).transpose(-1, -2)    # (JJᵀ+λI) symmetric
+    eye = damping * torch.eye(n, dtype=J.dtype, device=J.device)
+    return torch.linalg.solve(Jt @ J + eye, Jt)
+
+
 def gauss_newton(net: ForwardNetwork, fwd: Forward, delta_L: torch.Tensor,
-                 damping: float = 1e-3, joint: bool = False) -> list[torch.Tensor]:
-    """Damped Gauss-Newton credit: ``J̄_ℓᵀ (G + λI)⁻¹ δ_L`` with ``J̄_ℓ = ∂a_L/∂a_ℓ``.
+                 damping: float = 1e-3, joint: bool = False,
+                 rtol: float | None = None) -> list[torch.Tensor]:
+    """Damped Gauss-Newton credit: ``J̄_ℓᵀ (G + λI)⁻¹ δ_L`` with ``J̄_ℓ = ∂a_L/∂a_ℓ``
+    ``[S, B, n_L, n_ℓ]`` (pre-activations; ``δ_L`` ``[S, B, n_L]``; returns ``[δ_1..δ_L]``).
 
     Per layer (default) ``G = J̄_ℓ J̄_ℓᵀ``: each layer on its own takes the minimum-norm change
-    of its pre-activations that produces δ_L (SPEC §5's GN targets). ``joint=True`` uses
+    of its pre-activations that produces δ_L (SPEC §5's GN targets), by
+    :func:`gauss_newton_step`: λ = 0 is the Moore–Penrose pseudo-inverse ``J̄_ℓ⁺ δ_L`` from an
+    SVD with relative rank cutoff ``rtol`` (right, and accurate, also when a layer is narrower
+    than the output and ``J̄ J̄ᵀ`` is singular), λ > 0 the damped solve. ``joint=True`` uses
     ``G = Σ_k J̄_k J̄_kᵀ``: the minimum-norm change spread over *all* layers at once, which is what
-    deep feedback control with ``Q = Jᵀ`` delivers as α → 0 (SPEC §2). λ = 0 gives pseudo-inverses,
-    large λ the gradient direction / λ."""
+    deep feedback control with ``Q = Jᵀ`` delivers as α → 0 (SPEC §2); G ⪰ I there (J̄_L = I),
+    so it is solved directly. Large λ gives the gradient direction / λ."""
     nonnegative_float("damping", damping)
     Js = net.output_jacobians(fwd)
     nL = Js[-1].shape[-2]
-    eye = damping * torch.eye(nL, dtype=delta_L.dtype, device=delta_L.device)
     if joint:
+        eye = damping * torch.eye(nL, dtype=delta_L.dtype, device=delta_L.device)
         G = sum(J @ J.transpose(-1, -2) for J in Js) + eye
         solved = torch.linalg.solve(G, delta_L[..., None])
         return [(J.transpose(-1, -2) @ solved)[..., 0] for J in Js]
-    return [(J.transpose(-1, -2) @ torch.linalg.solve(J @ J.transpose(-1, -2) + eye,
-                                                       delta_L[..., None]))[..., 0] for J in Js]
+    return [gauss_newton_step(J, delta_L, damping, rtol) for J in Js]
 
 
 def clip_hidden(deltas: Sequence[torch.Tensor], clip: float | None) -> list[torch.Tensor]:
@@ -140,4 +206,5 @@ def reference_credits(net: ForwardNetwork, fwd: Forward, delta_L: torch.Tensor,
 
 
 __all__ = ["clip_hidden", "cascade", "backprop", "feedback_alignment", "pseudo_backprop", "gauss_newton",
+           "gauss_newton_step", "damped_pseudo_inverse",
            "weight_updates", "angle", "alignment", "reference_credits"]

@@ -37,6 +37,26 @@ spectral radius ρ of the linearised iteration), :func:`contraction_rate` (the m
 ratio), :func:`visited_region`, :func:`normalised_inverse_decoders` (decoders of a given ρ) and
 :meth:`~TargetPropagation.layer_target_angles` (per-layer angles to Gauss-Newton and backprop).
 
+Two conventions (``convention=``; SPEC §5, "Convention"). ``"pre"`` (default, above; Bengio
+2020's parameterisation) puts activities, targets, decoders and Gauss-Newton targets on the
+pre-activations ``h_ℓ = a_ℓ``. ``"post"`` (Meulemans et al. 2020's framework: DTP, DRL,
+DDTP-linear) puts them on the rates ``h_ℓ = r_ℓ = φ_ℓ(W_ℓ h_{ℓ-1} + b_ℓ)`` (``h_0 = x``):
+
+    f_ℓ(h_{ℓ-1}) = φ_ℓ(W_ℓ h_{ℓ-1} + b_ℓ),      τ_L = h_L + β e_L,   e_L = −∂ℒ/∂r_L = y − r_L
+    DTP:          τ_{ℓ-1} = g_ℓ(τ_ℓ) + h_{ℓ-1} − g_ℓ(h_ℓ)     (g_ℓ e.g. :class:`FeedbackDecoder`
+                  ``ψ(Q h + d)``, or :class:`PostInverseDecoder` ``W⁻¹(φ⁻¹(h) − b)``)
+    DDTP-linear:  τ_ℓ = h_ℓ + Q_ℓ (τ_L − h_L)
+    GN targets:   τ_ℓ = h_ℓ + β J̄_ℓ⁺ e_L,   J̄_ℓ = ∂r_L/∂r_ℓ (:func:`post_output_jacobians`)
+
+and the weight update is the local loss ``½‖τ_ℓ − h_ℓ‖²`` backpropagated through φ inside the
+layer, ``ΔW_ℓ = mean_B (φ'(a_ℓ) ⊙ (τ_ℓ − h_ℓ)) h_{ℓ-1}ᵀ`` (``form="local_loss"``), or the
+minimum-norm change moving ``h_ℓ`` onto ``τ_ℓ`` exactly, ``ΔW_ℓ = mean_B (φ⁻¹(τ_ℓ) − a_ℓ)
+n_{ℓ-1}ᵀ`` (``"dtp1"``, invertible φ). The two conventions coincide for linear networks. The
+settling rules are the same equations with these ``f_ℓ``, ``h_ℓ`` and ``τ_L``. The feedback of
+DDTP-linear and of DTP is trained by the difference reconstruction loss (DRL,
+:func:`difference_reconstruction_loss`; the ridge minimiser for direct linear feedback,
+:func:`difference_reconstruction_feedback`, tends to the GN matrix ``J̄⁺`` as σ → 0).
+
 Training (online mode) is one :func:`solvers.train` integration: at each jump
 :meth:`TargetPropagation.present` shows the next batch, rebinds the forward pass (and ``f_ℓ``)
 to the weights of the state there, asks a feedback function for the batch's decoders or Q's,
@@ -52,17 +72,21 @@ from typing import Sequence
 import torch
 
 from . import credit
-from .activations import Activation
+from .activations import Activation, get_activation
 from .circuit import CreditCircuit, State
 from .network import ForwardNetwork
 from .feedback import per_seed, random_feedback, replica_seeds
 from .parameters import (Population, Role, check_finite_tensor, check_real_tensor, describe,
-                         given_matrices, positive_float)
+                         given_matrices, nonnegative_float, positive_float)
 
 RULES = ("iterated_output", "iterated_input", "dtp", "tp", "ddtp_linear", "dfa")
+CONVENTIONS = ("pre", "post")
 UPDATE_FORMS = ("dtp1", "dtp", "local_loss")
 INVERSES = {"linear": lambda v: v, "tanh": torch.atanh,
             "sigmoid": lambda v: torch.log(v) - torch.log1p(-v)}
+#: ``(φ⁻¹)'(r) = 1/φ'(φ⁻¹(r))`` for the invertible activations.
+INVERSE_SLOPES = {"linear": torch.ones_like, "tanh": lambda r: 1 / (1 - r * r),
+                  "sigmoid": lambda r: 1 / (r * (1 - r))}
 
 
 class Decoder(ABC):
@@ -94,20 +118,70 @@ class InverseDecoder(Decoder):
             raise ValueError(f"activation: received {activation.name!r}, expected one of "
                              f"{sorted(INVERSES)} (an invertible φ) for an inverse decoder")
         self.M, self.b, self.inverse = M, b, INVERSES[activation.name]
+        self.activation_name = activation.name
 
     def __call__(self, h):
         v = h if self.b is None else h - self.b
         return self.inverse(v @ self.M.transpose(-1, -2))
 
+    def preimage(self, t: torch.Tensor) -> torch.Tensor:
+        """``u`` with ``g(u) = t``: ``b + M⁻¹ φ_{ℓ-1}(t)`` (M invertible)."""
+        act = get_activation(self.activation_name).phi
+        u = torch.linalg.solve(self.M, act(t).transpose(-1, -2)).transpose(-1, -2)
+        return u if self.b is None else self.b + u
 
-def inverse_decoders(network: ForwardNetwork, perturbation: float = 0.0, seed=0
-                     ) -> list[InverseDecoder]:
+
+class PostInverseDecoder(Decoder):
+    """Post-activation convention: ``g(h) = M (φ_ℓ⁻¹(h) − b)``, ``M [S, n_{ℓ-1}, n_ℓ]``,
+    ``b [S, 1, n_ℓ]`` or None. With ``M = W_ℓ⁻¹`` it is the exact inverse of the post-activation
+    layer ``f_ℓ(h) = φ_ℓ(W_ℓ h + b_ℓ)`` (square W, invertible φ_ℓ: ``|h| < 1`` under tanh)."""
+
+    def __init__(self, M: torch.Tensor, b: torch.Tensor | None, activation: Activation):
+        if activation.name not in INVERSES:
+            raise ValueError(f"activation: received {activation.name!r}, expected one of "
+                             f"{sorted(INVERSES)} (an invertible φ) for an inverse decoder")
+        self.M, self.b, self.activation_name = M, b, activation.name
+        self.inverse = INVERSES[activation.name]
+
+    def __call__(self, h):
+        v = self.inverse(h)
+        v = v if self.b is None else v - self.b
+        return v @ self.M.transpose(-1, -2)
+
+    def preimage(self, t: torch.Tensor) -> torch.Tensor:
+        """``u`` with ``g(u) = t``: ``φ_ℓ(M⁻¹ t + b)`` (M invertible)."""
+        act = get_activation(self.activation_name).phi
+        v = torch.linalg.solve(self.M, t.transpose(-1, -2)).transpose(-1, -2)
+        return act(v if self.b is None else v + self.b)
+
+
+class FeedbackDecoder(Decoder):
+    """Meulemans et al.'s decoder for the post-activation convention: ``g(h) = ψ(Q h + d)``,
+    ``Q [S, n_{ℓ-1}, n_ℓ]``, ``d [S, 1, n_{ℓ-1}]`` or None, ψ the feedback activation (an
+    :class:`Activation` or its name; ``linear`` makes g affine)."""
+
+    def __init__(self, Q: torch.Tensor, d: torch.Tensor | None, activation="linear"):
+        self.Q, self.d = Q, d
+        self.activation = get_activation(activation, "activation")
+
+    def __call__(self, h):
+        out = h @ self.Q.transpose(-1, -2)
+        return self.activation.phi(out if self.d is None else out + self.d)
+
+
+def inverse_decoders(network: ForwardNetwork, perturbation: float = 0.0, seed=0,
+                     convention: str = "pre") -> list[Decoder]:
     """Decoders ``g_2..g_L`` inverting each layer of a network with square weights, optionally
     with ``M = W⁻¹ + perturbation·E`` (E standard normal / √n, seeded).
+
+    ``convention``: ``"pre"`` gives :class:`InverseDecoder` ``φ_{ℓ-1}⁻¹(M (h − b_ℓ))`` (inverse
+    of ``h ↦ W φ(h) + b``), ``"post"`` gives :class:`PostInverseDecoder` ``M (φ_ℓ⁻¹(h) − b_ℓ)``
+    (inverse of ``h ↦ φ(W h + b)``); the same M either way.
 
     ``seed``: an int (every replica the same E) or S ints (replica s's E drawn from ``seed[s]``,
     layer after layer, as for an S = 1 network with that int): a replica's E never depends on S
     or on the other replicas (:mod:`circuits.feedback`)."""
+    _check_convention(convention)
     seeds = replica_seeds("seed", seed, network.weights[0].shape[0])
     Ms = []
     for l in range(2, network.L + 1):
@@ -123,8 +197,17 @@ def inverse_decoders(network: ForwardNetwork, perturbation: float = 0.0, seed=0
     out = []
     for l, M in zip(range(2, network.L + 1), Ms):
         b = None if network.biases is None else network.biases[l - 1]
-        out.append(InverseDecoder(M, b, network.activation(l - 1)))
+        out.append(InverseDecoder(M, b, network.activation(l - 1)) if convention == "pre"
+                   else PostInverseDecoder(M, b, network.activation(l)))
     return out
+
+
+def _check_convention(convention) -> str:
+    if not isinstance(convention, str) or convention not in CONVENTIONS:
+        raise ValueError(f"convention: received {convention!r}, expected one of "
+                         f"{list(CONVENTIONS)} ('pre': targets on pre-activations a_ℓ, Bengio "
+                         "2020; 'post': on rates φ(a_ℓ), Meulemans et al. 2020)")
+    return convention
 
 
 class TargetPropagation(CreditCircuit):
@@ -162,6 +245,12 @@ class TargetPropagation(CreditCircuit):
             of dimension ``n_1 − n_L`` is fixed), so without the leak the targets keep the previous
             example's offset along it and layer 1's update decorrelates from backprop's. The leak
             picks the fixed point nearest ``h_ℓ`` (for λ small against the correction's 1/T).
+        convention: ``"pre"`` (default: activities, targets and decoders on pre-activations
+            ``a_ℓ``, Bengio 2020) or ``"post"`` (on rates ``r_ℓ = φ(a_ℓ)``, Meulemans et al.
+            2020: ``f_ℓ(h) = φ_ℓ(W_ℓ h + b_ℓ)``, ``τ_L = r_L + β(y − r_L)``, Gauss-Newton
+            feedback from ``∂r_L/∂r_ℓ``); see the module docstring. In online mode under
+            ``"post"`` the rule integrates ``φ⁻¹(τ_ℓ)`` (``dtp1``: ``dW_ℓ/dt = η mean_B (τ̇_ℓ /
+            φ'(φ⁻¹(τ_ℓ))) n_{ℓ-1}ᵀ``, an invertible φ) or ``φ'(a_ℓ) ⊙ τ̇_ℓ`` (``local_loss``).
     """
 
     def __init__(self, network: ForwardNetwork, x: torch.Tensor, target: torch.Tensor, *,
@@ -169,9 +258,11 @@ class TargetPropagation(CreditCircuit):
                  decoders: Sequence[Decoder] | None = None,
                  feedback: str | Sequence[torch.Tensor] | None = None, damping: float = 1e-3,
                  feedback_seed=None, online_gamma: float | None = None,
-                 online_eta: float = 1.0, online_form: str = "dtp1", anchor: float = 0.0):
+                 online_eta: float = 1.0, online_form: str = "dtp1", anchor: float = 0.0,
+                 convention: str = "pre"):
         if rule not in RULES:
             raise ValueError(f"rule: received {rule!r}, expected one of {list(RULES)}")
+        self.convention = _check_convention(convention)
         self._bind(network, ("beta", "tau", "tau_out"), beta=beta, tau=tau,
                    tau_out=tau if tau_out is None else tau_out)
         net = self.network
@@ -201,6 +292,13 @@ class TargetPropagation(CreditCircuit):
                 raise ValueError(f"online_form: received {online_form!r}, expected 'dtp1' or "
                                  "'local_loss'")
             self.online_form = online_form
+            if convention == "post" and online_form == "dtp1":
+                names = {network.activation(l).name for l in range(1, network.L + 1)}
+                if not names <= set(INVERSES):
+                    raise ValueError(f"online_form: received 'dtp1' with convention 'post' and "
+                                     f"activations {sorted(names)}, expected invertible ones "
+                                     f"{sorted(INVERSES)} (the rule integrates φ⁻¹(τ_ℓ)); "
+                                     "use online_form='local_loss'")
         self._derive(True)
         if self.direct:
             self.damping = damping
@@ -257,7 +355,9 @@ class TargetPropagation(CreditCircuit):
             parts = ((("V", g.V, (n_below, n)), ("c", g.c, (1, n_below)))
                      if isinstance(g, MirroredDecoder) else
                      (("M", g.M, (n_below, n)), ("b", g.b, (1, n)))
-                     if isinstance(g, InverseDecoder) else ())
+                     if isinstance(g, (InverseDecoder, PostInverseDecoder)) else
+                     (("Q", g.Q, (n_below, n)), ("d", g.d, (1, n_below)))
+                     if isinstance(g, FeedbackDecoder) else ())
             for part, value, shape in parts:
                 if value is None:
                     continue
@@ -276,9 +376,13 @@ class TargetPropagation(CreditCircuit):
     def _derive(self, compact_weights: bool) -> None:
         net = self.network
         self.fwd = fwd = net.forward(self.x, prepared=True)
-        self.h = fwd.a                                        # h_1..h_L
         self.rates = fwd.r[:-1]                               # r_0..r_{L-1}
-        self.delta_L = fwd.dphi[-1] * (self.given - fwd.r[-1])    # −∂ℒ/∂h_L
+        if self.convention == "pre":
+            self.h = fwd.a                                    # h_1..h_L = a_1..a_L
+            self.delta_L = fwd.dphi[-1] * (self.given - fwd.r[-1])    # −∂ℒ/∂a_L
+        else:
+            self.h = fwd.r[1:]                                # h_1..h_L = r_1..r_L
+            self.delta_L = self.given - fwd.r[-1]             # e_L = −∂ℒ/∂r_L
         self.output_target = self.h[-1] + self.beta * self.delta_L
         if self.online:
             if self.online_form == "dtp1":
@@ -354,12 +458,30 @@ class TargetPropagation(CreditCircuit):
         """Per replica ``[S]``: the angle (degrees) between the hidden target changes
         ``τ_ℓ − h_ℓ`` (ℓ < L, batch and layers flattened together) and backprop's step
         ``β·δ_ℓ`` (``"backprop"``) and the damped Gauss-Newton target step
-        ``β J̄_ℓᵀ(J̄_ℓJ̄_ℓᵀ + λI)⁻¹δ_L`` (``"gauss_newton"``, λ = ``damping``)."""
-        net, fwd = self.network, self.fwd
+        ``β J̄_ℓᵀ(J̄_ℓJ̄_ℓᵀ + λI)⁻¹δ_L`` (``"gauss_newton"``, λ = ``damping``; λ = 0 the
+        pseudo-inverse), both in this circuit's convention (pre: on ``a_ℓ``; post: on ``r_ℓ``,
+        backprop's step ``−∂ℒ/∂r_ℓ``)."""
         change = self.credits(y)[:-1]
-        bp = credit.backprop(net, fwd, self.delta_L)[:-1]
-        gn = credit.gauss_newton(net, fwd, self.delta_L, damping=damping)[:-1]
+        bp, gn = self._backprop_steps(), self._gauss_newton_steps(damping)
         return {"backprop": credit.angle(change, bp), "gauss_newton": credit.angle(change, gn)}
+
+    def _backprop_steps(self) -> list[torch.Tensor]:
+        """Backprop's ``−∂ℒ/∂h_ℓ = J̄_ℓᵀ δ_L`` (ℓ < L, each ``[S, B, n_ℓ]``) in this
+        circuit's convention."""
+        net, fwd = self.network, self.fwd
+        if self.convention == "pre":
+            return credit.backprop(net, fwd, self.delta_L)[:-1]
+        return [(self.delta_L[..., None, :] @ J)[..., 0, :]
+                for J in post_output_jacobians(net, fwd)[:-1]]
+
+    def _gauss_newton_steps(self, damping: float) -> list[torch.Tensor]:
+        """The Gauss-Newton steps ``J̄_ℓ⁺_λ δ_L`` (ℓ < L, each ``[S, B, n_ℓ]``; λ = 0 the
+        pseudo-inverse) in this circuit's convention."""
+        net, fwd = self.network, self.fwd
+        if self.convention == "pre":
+            return credit.gauss_newton(net, fwd, self.delta_L, damping=damping)[:-1]
+        return [credit.gauss_newton_step(J, self.delta_L, damping)
+                for J in post_output_jacobians(net, fwd)[:-1]]
 
     # -- closed forms ------------------------------------------------------------------------
 
@@ -368,11 +490,13 @@ class TargetPropagation(CreditCircuit):
 
             τ_L* = h_L + β δ_L,      τ_{ℓ-1}* = f_ℓ⁻¹(τ_ℓ*)     (ℓ = L..2)
 
-        with ``f_ℓ⁻¹(τ) = φ_{ℓ-1}⁻¹(W_ℓ⁻¹(τ − b_ℓ))``. It is where ``iterated_output`` settles
+        with ``f_ℓ⁻¹(τ) = φ_{ℓ-1}⁻¹(W_ℓ⁻¹(τ − b_ℓ))`` (convention ``"pre"``) or
+        ``W_ℓ⁻¹(φ_ℓ⁻¹(τ) − b_ℓ)`` (``"post"``: the composition of :class:`PostInverseDecoder`'s,
+        so ``τ_1* = f_2⁻¹ ∘ … ∘ f_L⁻¹(τ_L*)``). It is where ``iterated_output`` settles
         with one-to-one decoders (its fixed point is ``f_ℓ(τ_{ℓ-1}) = τ_ℓ``) and what
         ``iterated_input``'s targets reach. Needs square layers and an invertible hidden
         activation; a target outside φ's range (tanh: |·| < 1) comes back non-finite."""
-        exact = inverse_decoders(self.network)
+        exact = inverse_decoders(self.network, convention=self.convention)
         star: State = {f"tau_{self.L}": self.output_target}
         for l in range(self.L, 1, -1):
             star[f"tau_{l - 1}"] = exact[l - 2](star[f"tau_{l}"])
@@ -384,10 +508,14 @@ class TargetPropagation(CreditCircuit):
             τ_ℓ* = h_ℓ + β J̄_ℓᵀ(J̄_ℓ J̄_ℓᵀ + λI)⁻¹ δ_L     (ℓ < L, J̄_ℓ = ∂h_L/∂h_ℓ per example)
             τ_L* = h_L + β δ_L                            (the output nudge itself)
 
-        λ = ``damping`` (None: this circuit's ``damping``, set for ``ddtp_linear``/``dfa``). It
-        is where ``ddtp_linear`` with ``feedback="gauss_newton"`` settles for one example per
-        batch (its Q is the batch mean of the per-example pseudo-inverses); the first-order
-        targets of an exact inverse. (:func:`gauss_newton_targets` is the same from a network,
+        in this circuit's convention (``"pre"``: ``h = a``, ``δ_L = −∂ℒ/∂a_L``; ``"post"``:
+        ``h = r``, ``δ_L = e_L = −∂ℒ/∂r_L``, :func:`post_output_jacobians`); λ = 0 is the
+        Moore–Penrose pseudo-inverse ``J̄_ℓ⁺ δ_L`` (:func:`circuits.credit.gauss_newton_step`,
+        from an SVD), right also for layers narrower than the output. λ = ``damping`` (None:
+        this circuit's ``damping``, set for ``ddtp_linear``/``dfa``). It is where
+        ``ddtp_linear`` with ``feedback="gauss_newton"`` settles for one example per batch (its
+        Q is the batch mean of the per-example pseudo-inverses); the first-order targets of an
+        exact inverse. (:func:`gauss_newton_targets` is the same from a network,
         with GN's own output target.)"""
         if damping is None:
             if not self.direct:
@@ -399,7 +527,7 @@ class TargetPropagation(CreditCircuit):
                 or not math.isfinite(damping) or damping < 0:
             raise ValueError(f"damping: received {damping!r}, expected a finite number ≥ 0 "
                              "(the Gauss-Newton damping λ)")
-        steps = credit.gauss_newton(self.network, self.fwd, self.delta_L, damping=damping)
+        steps = self._gauss_newton_steps(damping)
         star: State = {f"tau_{l}": h + self.beta * s
                        for l, (h, s) in enumerate(zip(self.h[:-1], steps), start=1)}
         star[f"tau_{self.L}"] = self.output_target
@@ -463,13 +591,11 @@ class TargetPropagation(CreditCircuit):
             return star
         out: State = {}
         for l, g in enumerate(self.decoders, start=2):
-            if not isinstance(g, InverseDecoder):
+            if not isinstance(g, (InverseDecoder, PostInverseDecoder)):
                 raise ValueError(f"decoders: received a {type(g).__name__} for layer {l}, "
-                                 "expected an InverseDecoder (g_ℓ⁻¹ in closed form) to place "
-                                 "the limit of u_ℓ")
-            phi = self.network.activation(l - 1).phi(star[f"tau_{l - 1}"])
-            u = torch.linalg.solve(g.M, phi.transpose(-1, -2)).transpose(-1, -2)
-            out[f"u_{l}"] = u if g.b is None else g.b + u
+                                 "expected an InverseDecoder or PostInverseDecoder (g_ℓ⁻¹ in "
+                                 "closed form) to place the limit of u_ℓ")
+            out[f"u_{l}"] = g.preimage(star[f"tau_{l - 1}"])
         out[f"tau_{self.L}"] = star[f"tau_{self.L}"]
         return out
 
@@ -480,10 +606,8 @@ class TargetPropagation(CreditCircuit):
             feedback = "random" if self.rule == "dfa" else "gauss_newton"
         if feedback == "gauss_newton":
             damping = positive_float("damping", damping)
-            Js = net.output_jacobians(self.fwd)[:-1]          # ∂h_L/∂h_ℓ, [S, B, n_L, n_ℓ]
-            eye = damping * torch.eye(net.widths[-1], dtype=net.dtype, device=net.device)
-            return [(J.transpose(-1, -2) @ torch.linalg.inv(J @ J.transpose(-1, -2) + eye)
-                     ).mean(1) for J in Js]
+            Js = output_jacobians(net, self.fwd, self.convention)[:-1]   # ∂h_L/∂h_ℓ
+            return [credit.damped_pseudo_inverse(J, damping).mean(1) for J in Js]
         if feedback == "random":
             return random_feedback(shapes, S, seed, net.dtype, net.device)
         return given_matrices("feedback", feedback, shapes, S, net.dtype, net.device,
@@ -492,8 +616,11 @@ class TargetPropagation(CreditCircuit):
     # -- the dynamics ------------------------------------------------------------------------
 
     def f(self, l: int, h_below: torch.Tensor) -> torch.Tensor:
-        """``f_ℓ(h_{ℓ-1}) = W_ℓ φ_{ℓ-1}(h_{ℓ-1}) + b_ℓ`` with the network's (initial) weights."""
-        return self.network.layer(l, h_below)
+        """``f_ℓ(h_{ℓ-1}) = W_ℓ φ_{ℓ-1}(h_{ℓ-1}) + b_ℓ`` (``"pre"``) or ``φ_ℓ(W_ℓ h_{ℓ-1} +
+        b_ℓ)`` (``"post"``) with the network's (initial) weights."""
+        if self.convention == "pre":
+            return self.network.layer(l, h_below)
+        return post_layer(self.network, l, h_below)
 
     def initial_state(self) -> State:
         L = self.L
@@ -531,6 +658,9 @@ class TargetPropagation(CreditCircuit):
                     out[f"tau_{l}"] = out[f"tau_{l}"] - self.anchor * (tau[l - 1] - self.h[l - 1])
         if self.online:
             rates = [self.eta * out[f"tau_{l}"] for l in range(1, L + 1)]        # η τ̇_ℓ
+            if self.convention == "post":           # η d/dt of the pre-activation target
+                rates = [r * self._pre_activation_rate(l, tau[l - 1])
+                         for l, r in enumerate(rates, start=1)]
             for l in range(1, L + 1):
                 W = y[f"W_{l}"]
                 out[f"W_{l}"] = (rates[l - 1].transpose(-1, -2) @ self._n[l - 1]) \
@@ -539,6 +669,14 @@ class TargetPropagation(CreditCircuit):
                     out[f"b_{l}"] = (rates[l - 1] * self._n_bias[l - 1]).mean(-2, keepdim=True) \
                         - self.gamma * y[f"b_{l}"]
         return out
+
+    def _pre_activation_rate(self, l: int, tau_l: torch.Tensor) -> torch.Tensor:
+        """Post-activation online rule: the factor turning ``τ̇_ℓ`` into the rate of the
+        pre-activation quantity the weights learn, ``1/φ'(φ⁻¹(τ_ℓ))`` (``dtp1``: integrates to
+        ``φ⁻¹(τ_ℓ) − a_ℓ``) or ``φ'(a_ℓ)`` at the forward pass (``local_loss``)."""
+        if self.online_form == "local_loss":
+            return self.fwd.dphi[l - 1]
+        return INVERSE_SLOPES[self.network.activation(l).name](tau_l)
 
     def mean_jacobian(self, y: State) -> torch.Tensor | None:
         """The batch-averaged Jacobian of the target dynamics at fixed weights,
@@ -549,8 +687,9 @@ class TargetPropagation(CreditCircuit):
         ``iterated_output``, ℓ < L, with ``g(h) = V φ_g(h) + c`` and ``f(τ) = W φ(τ) + b``:
         ``∂τ̇_ℓ/∂τ_{ℓ+1} = V diag(φ_g'(τ_{ℓ+1}))/T`` and ``∂τ̇_ℓ/∂τ_ℓ = −V diag(φ_g'(f(τ_ℓ))) W
         diag(φ'(τ_ℓ))/T − λI``, whose batch mean is ``−V (W ⊙ mean_B a cᵀ)/T − λI``; direct
-        feedback: ``∂τ̇_ℓ/∂τ_L = Q_ℓ/T``, ``∂τ̇_ℓ/∂τ_ℓ = −(1/T + λ) I``; ``∂τ̇_L/∂τ_L = −I/T_out``."""
-        iterated = self.rule == "iterated_output" and all(
+        feedback: ``∂τ̇_ℓ/∂τ_L = Q_ℓ/T``, ``∂τ̇_ℓ/∂τ_ℓ = −(1/T + λ) I``; ``∂τ̇_L/∂τ_L = −I/T_out``
+        (either convention). The iterated form is for convention ``"pre"`` only."""
+        iterated = self.rule == "iterated_output" and self.convention == "pre" and all(
             isinstance(g, MirroredDecoder) for g in self.decoders)
         if not (iterated or self.direct):
             return None
@@ -622,12 +761,19 @@ class TargetPropagation(CreditCircuit):
           gets no update instead of 0/0).
         * ``local_loss``: gradient descent on ``½‖τ_ℓ − h_ℓ‖²`` with the target held fixed
           (Lee et al. 2015; Meulemans et al. 2020): ``ΔW_ℓ = mean_B (τ_ℓ − h_ℓ) r_{ℓ-1}ᵀ``.
-          (Targets live on pre-activations here, so φ' of the post-activation form is absorbed.)
+          (Under ``"pre"`` targets live on pre-activations, so φ' of the post-activation form is
+          absorbed.)
+
+        Convention ``"post"`` (``h_ℓ = φ(a_ℓ)``): the same forms on the pre-activation change
+        each implies, ``d_ℓ = φ_ℓ⁻¹(τ_ℓ) − a_ℓ`` for ``dtp1``/``dtp`` (the minimum-norm change of
+        ``(W_ℓ, b_ℓ)`` that moves ``h_ℓ`` onto ``τ_ℓ`` exactly; an invertible φ and targets in
+        its range) and ``d_ℓ = φ'(a_ℓ) ⊙ (τ_ℓ − h_ℓ)`` for ``local_loss`` (Meulemans et al.'s
+        forward update: the gradient of ``½‖τ_ℓ − φ(W_ℓ h_{ℓ-1} + b_ℓ)‖²``).
         """
         if form not in UPDATE_FORMS:
             raise ValueError(f"form: received {form!r}, expected one of {list(UPDATE_FORMS)}")
         has_b = self.network.biases is not None
-        changes = [t - h for t, h in zip(self.targets(y), self.h)]
+        changes = self._pre_activation_changes(y, form)
         if form == "dtp":
             changes = influence_scaled(changes)
         out = []
@@ -639,6 +785,25 @@ class TargetPropagation(CreditCircuit):
                 n, nb = r / sq, 1 / sq
             dW = (d.transpose(-1, -2) @ n) / d.shape[-2]
             out.append((dW, (d * nb).mean(-2, keepdim=True) if has_b else None))
+        return out
+
+    def _pre_activation_changes(self, y: State, form: str) -> list[torch.Tensor]:
+        """``[d_1, ..., d_L]`` for :meth:`weight_updates`: ``τ_ℓ − h_ℓ`` under ``"pre"``; under
+        ``"post"`` ``φ_ℓ⁻¹(τ_ℓ) − a_ℓ`` (``dtp1``, ``dtp``) or ``φ'(a_ℓ) ⊙ (τ_ℓ − h_ℓ)``."""
+        tau = self.targets(y)
+        if self.convention == "pre":
+            return [t - h for t, h in zip(tau, self.h)]
+        if form == "local_loss":
+            return [dp * (t - h) for t, h, dp in zip(tau, self.h, self.fwd.dphi)]
+        out = []
+        for l, (t, a) in enumerate(zip(tau, self.fwd.a), start=1):
+            name = self.network.activation(l).name
+            if name not in INVERSES:
+                raise ValueError(f"form: received {form!r} with convention 'post' and layer "
+                                 f"{l}'s activation {name!r}, expected an invertible one "
+                                 f"{sorted(INVERSES)} (the update moves a_ℓ onto φ⁻¹(τ_ℓ)); "
+                                 "use form='local_loss'")
+            out.append(INVERSES[name](t) - a)
         return out
 
     # -- the iteration's contraction and alignment (Bengio 2020 §4, §5) ----------------------
@@ -697,7 +862,7 @@ class TargetPropagation(CreditCircuit):
         :meth:`target_angles` is the same with the layers flattened together."""
         change = self.credits(y)[:-1]
         gn = self.gauss_newton_targets(damping)
-        bp = credit.backprop(self.network, self.fwd, self.delta_L)[:-1]
+        bp = self._backprop_steps()
         return {"gauss_newton": [credit.angle(d, gn[f"tau_{l}"] - h) for l, (d, h)
                                  in enumerate(zip(change, self.h), start=1)],
                 "backprop": [credit.angle(d, b) for d, b in zip(change, bp)]}
@@ -729,13 +894,184 @@ def influence_scaled(changes: Sequence[torch.Tensor]) -> list[torch.Tensor]:
 
 
 def gauss_newton_targets(network: ForwardNetwork, x: torch.Tensor, target: torch.Tensor,
-                         beta, damping: float = 0.0) -> list[torch.Tensor]:
-    """``τ_ℓ = h_ℓ + β J̄_ℓᵀ(J̄_ℓ J̄_ℓᵀ + λI)⁻¹ δ_L`` for ℓ = 1..L (SPEC §5; λ = ``damping``,
-    δ_L = −∂ℒ/∂h_L), the first-order targets of an exact inverse when J̄_ℓ is invertible."""
+                         beta, damping: float = 0.0, convention: str = "pre"
+                         ) -> list[torch.Tensor]:
+    """``τ_ℓ = h_ℓ + β J̄_ℓᵀ(J̄_ℓ J̄_ℓᵀ + λI)⁻¹ δ_L`` for ℓ = 1..L, each ``[S, B, n_ℓ]`` (SPEC
+    §5; λ = ``damping``, δ_L = −∂ℒ/∂h_L, J̄_ℓ = ∂h_L/∂h_ℓ per example), the first-order targets
+    of an exact inverse when J̄_ℓ is invertible. λ = 0 (default) is the Moore–Penrose
+    pseudo-inverse ``J̄_ℓ⁺ δ_L`` from an SVD (:func:`circuits.credit.gauss_newton_step`): the
+    minimum-norm least-squares step, right also where a layer is narrower than the output
+    (``J̄ J̄ᵀ`` singular). ``convention``: ``"pre"`` (``h = a``, ``δ_L = φ_L'(a_L) ⊙ (y − r_L)``)
+    or ``"post"`` (``h = r``, ``δ_L = y − r_L``, :func:`post_output_jacobians`; Meulemans et
+    al. 2020). ``x [B, n_0]``, ``target [B, n_L]`` (or with a leading S)."""
+    _check_convention(convention)
     fwd = network.forward(x)
-    delta_L = fwd.dphi[-1] * (network.output_like(target) - fwd.r[-1])
-    steps = credit.gauss_newton(network, fwd, delta_L, damping=damping)
-    return [h + beta * s for h, s in zip(fwd.a, steps)]
+    error = network.output_like(target) - fwd.r[-1]
+    if convention == "pre":
+        steps = credit.gauss_newton(network, fwd, fwd.dphi[-1] * error, damping=damping)
+        return [h + beta * s for h, s in zip(fwd.a, steps)]
+    steps = [credit.gauss_newton_step(J, error, damping)
+             for J in post_output_jacobians(network, fwd)]
+    return [h + beta * s for h, s in zip(fwd.r[1:], steps)]
+
+
+# -- the post-activation convention (Meulemans et al. 2020) ------------------------------------
+
+def post_layer(network: ForwardNetwork, l: int, h_below: torch.Tensor) -> torch.Tensor:
+    """``f_ℓ(h_{ℓ-1}) = φ_ℓ(W_ℓ h_{ℓ-1} + b_ℓ)``: layer ℓ's rate from layer ℓ−1's rate
+    (``h_0 = x``); ``h_below [..., S, B, n_{ℓ-1}]`` → ``[..., S, B, n_ℓ]``."""
+    out = h_below @ network.weights[l - 1].transpose(-1, -2)
+    if network.biases is not None:
+        out = out + network.biases[l - 1]
+    return network.activation(l).phi(out)
+
+
+def post_output_jacobians(network: ForwardNetwork, fwd) -> list[torch.Tensor]:
+    """``J̄_ℓ = ∂r_L/∂r_ℓ`` for ℓ = 1..L, each ``[S, B, n_L, n_ℓ]`` (``J̄_L = I``), by
+    ``J̄_ℓ = J̄_{ℓ+1} diag(φ'_{ℓ+1}(a_{ℓ+1})) W_{ℓ+1}`` from the top (``fwd``: a forward pass).
+    Related to the pre-activation ``∂a_L/∂a_ℓ`` of :meth:`ForwardNetwork.output_jacobians` by
+    ``∂r_L/∂r_ℓ = diag(φ_L') (∂a_L/∂a_{ℓ+1}) W_{ℓ+1}``."""
+    S, B, nL = fwd.r[-1].shape
+    J = torch.eye(nL, dtype=network.dtype, device=network.device).expand(S, B, nL, nL)
+    out = [J]
+    for l in range(network.L - 1, 0, -1):                    # from J̄_{ℓ+1} to J̄_ℓ
+        J = (J * fwd.dphi[l][:, :, None, :]) @ network.weights[l][:, None]
+        out.append(J)
+    return out[::-1]
+
+
+def output_jacobians(network: ForwardNetwork, fwd, convention: str = "pre"
+                     ) -> list[torch.Tensor]:
+    """``J̄_ℓ = ∂h_L/∂h_ℓ`` ``[S, B, n_L, n_ℓ]`` (ℓ = 1..L) in a convention: ``"pre"`` (h = a,
+    :meth:`ForwardNetwork.output_jacobians`) or ``"post"`` (h = r,
+    :func:`post_output_jacobians`)."""
+    if _check_convention(convention) == "pre":
+        return network.output_jacobians(fwd)
+    return post_output_jacobians(network, fwd)
+
+
+def _activities(network: ForwardNetwork, x: torch.Tensor, convention: str
+                ) -> list[torch.Tensor]:
+    """``[h_0 = x, h_1, ..., h_L]`` (``[S, B, n_ℓ]``) in a convention."""
+    fwd = network.forward(x)
+    return [fwd.r[0]] + (fwd.a if convention == "pre" else fwd.r[1:])
+
+
+def _layer_map(network: ForwardNetwork, convention: str):
+    return network.layer if convention == "pre" else \
+        (lambda l, h: post_layer(network, l, h))
+
+
+def difference_reconstruction_loss(network: ForwardNetwork, x: torch.Tensor, feedback,
+                                   layer: int, noise: torch.Tensor, sigma: float,
+                                   convention: str = "post") -> torch.Tensor:
+    """The difference reconstruction loss (DRL, Meulemans et al. 2020) of the feedback into
+    hidden layer ``layer`` = k (1..L−1), per replica ``[S]``.
+
+    The activity ``h_k`` is corrupted, ``h̃_k = h_k + ξ`` (``noise`` ξ ``[K, B, n_k]`` or
+    ``[K, S, B, n_k]``: K noise samples per example), propagated to the output, ``h̃_L =
+    f_L ∘ … ∘ f_{k+1}(h̃_k)``, and reconstructed at layer k by the feedback in difference form:
+
+    * direct linear feedback (DDTP-linear; ``feedback`` = ``[Q_1, ..., Q_{L-1}]`` each
+      ``[S, n_ℓ, n_L]``): ``ĥ_k = h_k + Q_k (h̃_L − h_L)``;
+    * decoders (DTP-DRL; ``feedback`` = ``[g_2, ..., g_L]``): DTP from ``τ_L = h̃_L`` down,
+      ``τ_{ℓ-1} = g_ℓ(τ_ℓ) + h_{ℓ-1} − g_ℓ(h_ℓ)``, and ``ĥ_k = τ_k``;
+
+    and ``DRL = mean_{K,B} ‖ĥ_k − h̃_k‖² / σ²``. Minimising it over Q_k (with a weight decay λ)
+    gives :func:`difference_reconstruction_feedback`, which tends to the damped pseudo-inverse
+    ``J̄_kᵀ(J̄_k J̄_kᵀ + λI)⁻¹`` as σ → 0; an exact inverse reconstructs exactly (DRL = 0).
+    Differentiable in the feedback's tensors (autograd gives the DRL's gradient)."""
+    _check_convention(convention)
+    L = network.L
+    if isinstance(layer, bool) or not isinstance(layer, int) or not 1 <= layer <= L - 1:
+        raise ValueError(f"layer: received {layer!r}, expected a hidden layer 1..{L - 1} (where "
+                         "the noise enters and the reconstruction is measured)")
+    sigma = positive_float("sigma", sigma)
+    if not isinstance(feedback, (list, tuple)) or len(feedback) != L - 1:
+        raise ValueError(f"feedback: received {describe(feedback)}, expected {L - 1} matrices "
+                         f"Q_ℓ [S, n_ℓ, n_L] (direct feedback) or {L - 1} decoders [g_2..g_L]")
+    n_k = network.widths[layer]
+    if not isinstance(noise, torch.Tensor) or noise.dim() not in (3, 4) \
+            or noise.shape[-1] != n_k:
+        raise ValueError(f"noise: received {getattr(noise, 'shape', describe(noise))}, expected "
+                         f"a tensor [K, B, {n_k}] or [K, S, B, {n_k}] (noise at layer {layer})")
+    h = _activities(network, x, convention)
+    noise = noise.to(h[0])
+    xi = noise if noise.dim() == 4 else noise[:, None]
+    f = _layer_map(network, convention)
+    corrupted = h[layer] + xi                                   # [K, S, B, n_k]
+    out = corrupted
+    for l in range(layer + 1, L + 1):
+        out = f(l, out)
+    if all(isinstance(g, Decoder) for g in feedback):
+        tau = out
+        for l in range(L, layer, -1):
+            g = feedback[l - 2]                                 # g_ℓ: layer ℓ → ℓ−1
+            tau = g(tau) + h[l - 1] - g(h[l])
+        recon = tau
+    else:
+        Q = feedback[layer - 1]
+        recon = h[layer] + (out - h[L]) @ Q.transpose(-1, -2)
+    return ((recon - corrupted) ** 2).sum(-1).mean((0, -1)) / sigma ** 2
+
+
+def coordinate_noise(width: int, sigma: float, dtype=torch.float64, device="cpu"
+                     ) -> torch.Tensor:
+    """Antithetic coordinate noise ``ξ = ±σ√n e_i`` (i = 1..n), ``[2n, 1, n]``: the same for
+    every example, with ``mean ξ = 0`` and ``mean ξξᵀ = σ² I`` exactly (a deterministic
+    stand-in for isotropic Gaussian noise of scale σ per unit)."""
+    eye = sigma * width ** 0.5 * torch.eye(width, dtype=dtype, device=device)
+    return torch.cat([eye, -eye])[:, None, :]
+
+
+def difference_reconstruction_feedback(network: ForwardNetwork, x: torch.Tensor, sigma: float,
+                                       damping: float = 0.0, noise=None,
+                                       convention: str = "post") -> list[torch.Tensor]:
+    """The direct linear feedback ``[Q_1, ..., Q_{L-1}]`` (each ``[S, n_ℓ, n_L]``) minimising
+    :func:`difference_reconstruction_loss` plus the weight decay ``λ‖Q_ℓ‖²`` (λ = ``damping``)
+    on the batch ``x``: the ridge regression of the injected noise on the output change,
+
+        Δ = h̃_L − h_L,   A = mean_{K,B} ΔΔᵀ/σ²,   C = mean_{K,B} ξΔᵀ/σ²,   Q_ℓ = C (A + λI)⁻¹
+
+    (λ = 0: ``C A⁺``, the minimum-norm minimiser). For small σ, ``Δ ≈ J̄_ℓ ξ`` and with
+    ``mean ξξᵀ = σ²I`` this is ``Q_ℓ = J̄ᵀ(J̄J̄ᵀ + λI)⁻¹`` (one example; a batch mean of the
+    moments for several): DDTP-linear's targets are then Gauss-Newton targets (SPEC §5).
+    ``noise``: None (:func:`coordinate_noise` at each layer) or a list of L−1 tensors
+    ``[K, B or 1, n_ℓ]`` / ``[K, S, B or 1, n_ℓ]``. For a layer narrower than the output, A is
+    singular up to O(σ²) curvature terms outside the range of J̄ (a nonlinear net); use λ > 0
+    there (the paper's DRL always carries a weight decay), or λ = 0 only on linear layers."""
+    _check_convention(convention)
+    sigma = positive_float("sigma", sigma)
+    damping = nonnegative_float("damping", damping)
+    L = network.L
+    h = _activities(network, x, convention)
+    if noise is None:
+        noise = [coordinate_noise(n, sigma, h[0].dtype, h[0].device)
+                 for n in network.widths[1:-1]]
+    if not isinstance(noise, (list, tuple)) or len(noise) != L - 1:
+        raise ValueError(f"noise: received {describe(noise)}, expected None or {L - 1} tensors "
+                         "[K, B, n_ℓ] (one per hidden layer)")
+    f = _layer_map(network, convention)
+    out = []
+    for k in range(1, L):
+        xi = noise[k - 1].to(h[0])
+        xi = xi if xi.dim() == 4 else xi[:, None]
+        xi = xi.expand(-1, h[k].shape[0], h[k].shape[1], -1)
+        y = h[k] + xi
+        for l in range(k + 1, L + 1):
+            y = f(l, y)
+        delta = (y - h[L]).transpose(0, 1).flatten(1, 2)         # [S, K·B, n_L]
+        xi = xi.transpose(0, 1).flatten(1, 2)                    # [S, K·B, n_k]
+        count = delta.shape[1] * sigma ** 2
+        A = delta.transpose(-1, -2) @ delta / count
+        C = xi.transpose(-1, -2) @ delta / count
+        if damping == 0.0:
+            rtol = A.shape[-1] * torch.finfo(A.dtype).eps
+            out.append(C @ torch.linalg.pinv(A, rtol=rtol, hermitian=True))
+        else:
+            eye = damping * torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
+            out.append(torch.linalg.solve(A + eye, C.transpose(-1, -2)).transpose(-1, -2))
+    return out
 
 
 # -- measuring the iterated inverse (Bengio 2020 §4) ----------------------------------------------
