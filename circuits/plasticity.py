@@ -203,9 +203,10 @@ class Settling(Family):
     """A circuit class whose ``credits(y)`` settle (DI, SDI, DFC), built as
     ``circuit(network, x, target, **kwargs)``; the weights learn ``mean_B credit_ℓ r_{ℓ-1}ᵀ``
     with the rates the circuit's ``presynaptic(y)`` returns where it has that method (DFC: the
-    controlled rates by default), else the feed-forward rates ``r_{ℓ-1}``. Weight-dependent feedback (``B = −Wᵀ``) follows the
-    weights at every evaluation; DFC's ``Q = Jᵀ`` is recomputed at each new example. ``clip``:
-    cap each example's hidden ``‖credit_ℓ‖`` (:func:`circuits.credit.clip_hidden`)."""
+    controlled rates by default), else the feed-forward rates ``r_{ℓ-1}``. Weight-dependent
+    feedback (``B = −Wᵀ``) follows the weights at every evaluation; DFC's ``Q = Jᵀ`` is
+    recomputed at each new example. ``clip``: cap each example's hidden ``‖credit_ℓ‖``
+    (:func:`circuits.credit.clip_hidden`)."""
 
     def __init__(self, circuit: type, *, clip: float | None = None, **kwargs):
         if not (isinstance(circuit, type) and hasattr(circuit, "credits")):
