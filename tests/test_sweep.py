@@ -7,6 +7,7 @@ import torch
 
 from circuits import DynamicInversion, ForwardNetwork, replica_network
 from solvers import solve
+from solvers.labelled import LegacyFormatWarning
 from solvers.solve import Status
 from solvers.sweep import Grid, LabelledArray, SweepResult, sweep
 
@@ -70,7 +71,8 @@ def test_labelled_array_and_result_save_load_exact(tmp_path, random_sweep):
     back = LabelledArray.load(arr.save(tmp_path / "a.npz"))
     assert back.equals(arr) and back.name == "x" and back.attrs == {"note": "α"}
     assert back.sel(k_i=2.0).data.tolist() == arr.data[1].tolist()
-    loaded = SweepResult.load(random_sweep.save(tmp_path / "r.npz"))
+    with pytest.warns(LegacyFormatWarning):
+        loaded = SweepResult.load(random_sweep.save(tmp_path / "r.npz"))
     assert loaded.equals(random_sweep) and loaded.attrs == json.loads(
         json.dumps(random_sweep.attrs))
     assert np.array_equal(loaded["status"].coords["alpha"],
@@ -179,8 +181,10 @@ def test_demo_quick_run_writes_summary_and_figures(tmp_path):
         assert entry["grid_points"] == {"dynamic_inversion": 20, "feedback_control": 12}[name]
         assert 0.0 <= entry["stability_agreement"] <= 1.0
         assert (tmp_path / f"{name}.png").stat().st_size > 10_000
-        loaded = SweepResult.load(tmp_path / f"{name}.npz")
+        loaded = SweepResult.load(tmp_path / f"{name}.nc")
         assert loaded["status"].shape == tuple(g["n"] for g in entry["grid"].values())
+        with pytest.warns(LegacyFormatWarning):                  # the older format, still read
+            assert SweepResult.load(tmp_path / f"{name}.npz").equals(loaded)
     assert summary["sweeps"]["dynamic_inversion"]["stability_agreement"] == on_disk["sweeps"][
         "dynamic_inversion"]["stability_agreement"]
     with pytest.raises(ValueError, match="'gain'"):
