@@ -39,6 +39,7 @@ import torch  # noqa: E402
 
 from circuits.registry import learning_circuit  # noqa: E402
 from solvers import train as integrate  # noqa: E402
+from workbench.plots import save_figure  # noqa: E402
 
 from . import train  # noqa: E402
 from .config import intra_op_threads, jsonable, run_cli  # noqa: E402
@@ -134,10 +135,7 @@ def figure(out: Path, results: Mapping[str, Any]) -> Path:
     for ax in axes:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    path = out / "alignment.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "alignment.png")
 
 
 def run(cfg_path: str | Path | Mapping[str, Any], out: str | Path, methods=DEFAULT_METHODS,

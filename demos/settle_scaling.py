@@ -36,6 +36,7 @@ import torch  # noqa: E402
 
 from circuits import DynamicInversion, ForwardNetwork  # noqa: E402
 from solvers import solve  # noqa: E402
+from workbench.plots import save_figure  # noqa: E402
 
 from .config import (check_int, check_number, check_numbers, dataclass_config,  # noqa: E402
                      intra_op_threads, jsonable, read_yaml, run_cli)
@@ -119,10 +120,7 @@ def figure(out: Path, rows: list[dict[str, Any]], cfg: Config) -> Path:
                yscale="log")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    path = out / "settle_scaling.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out / "settle_scaling.png")
 
 
 def run(config: Config | Mapping[str, Any] | str | Path | None, out: str | Path

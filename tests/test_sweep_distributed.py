@@ -8,22 +8,15 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 distributed = pytest.importorskip("dask.distributed")
 
-from circuits import DynamicInversion, ForwardNetwork              # noqa: E402
+from circuits import DynamicInversion                              # noqa: E402
 from solvers.shards import (check_executor, read_shard, shard_bounds,  # noqa: E402
                             shard_name)
 from solvers.sweep import Grid, sweep                              # noqa: E402
+from tests.test_sweep_xarray import B, NET, X, Y   # noqa: E402  the same circuit
 
-F64 = torch.float64
-NET = ForwardNetwork([4, 8, 6, 3], activation="tanh", seed=0)
-_g = torch.Generator().manual_seed(1)
-X = torch.randn(1, 4, generator=_g, dtype=F64)
-Y = torch.randn(1, 3, generator=_g, dtype=F64)
-B = [torch.randn(8, 6, generator=_g, dtype=F64) / 6 ** 0.5,
-     torch.randn(6, 3, generator=_g, dtype=F64) / 3 ** 0.5]
 # 4 × 4 grid of k_i × alpha (as configs/sweep.yaml, smaller): stable, unstable and Euler-limited
 GRID = Grid({"k_i": np.logspace(-1, 2, 4), "alpha": np.logspace(-0.5, 1.5, 4)})
 SOLVER = dict(t0=0.0, t1=300.0, dt=0.1, method="euler", atol=1e-10, rtol=1e-8)
