@@ -103,6 +103,11 @@ class Plasticity(ABC):
         """``like[ℓ-1]`` is shaped as layer ℓ's errors ``[S, B, n_ℓ]``."""
         return {}
 
+    def quiet_state(self, like: Sequence[torch.Tensor]) -> State:
+        """The gate's own state once the circuit has been quiet (every error zero) for a long
+        time: where a jump to the free phase's equilibrium puts it. Default: its initial state."""
+        return self.initial_state(like)
+
     @abstractmethod
     def gates(self, t: float | None, y: State, signals: Signals
               ) -> tuple[list[torch.Tensor] | None, State]:
@@ -248,6 +253,13 @@ class ArrivalGate(Plasticity):
         if self.delayed:
             state.update({f"pending_{l}": torch.zeros_like(e)
                           for l, e in enumerate(like[:-1], start=1)})
+        return state
+
+    def quiet_state(self, like):
+        """Armed, nothing pending: the quiet timers charged to 1 (their fixed point while every
+        signal is quiet)."""
+        state = self.initial_state(like)
+        state.update({f"quiet_{l}": torch.ones_like(e) for l, e in enumerate(like, start=1)})
         return state
 
     def thresholds(self, dtype: torch.dtype) -> tuple[float, float]:

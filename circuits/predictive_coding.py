@@ -149,11 +149,16 @@ class PredictiveCoding(Circuit):
         ``check=False`` checks shapes only (no host synchronisation: for a drive inside a
         chunk of steps).
 
-        With ``reset="feed_forward"`` and the state at the jump ``y``, the presentation also
-        jumps the values to the feed-forward pass of the new input at the weights of ``y``
-        (Z-IL's condition C1 at every example, instead of settling to it) and returns those
-        populations (``x_ℓ``, zero ``eps_ℓ``) for the drive to put into the state."""
+        With ``reset="feed_forward"`` and the state at the jump ``y``, a *new* input (another
+        tensor than the one shown last; showing the teacher for the same input is no new
+        example) also jumps the circuit to the free phase's equilibrium: the values to the
+        feed-forward pass at the weights of ``y`` (Z-IL's condition C1 at every example,
+        instead of settling to it) and the gate's own populations to their quiet state
+        (:meth:`Plasticity.quiet_state`: Fa-Z-IL's timers armed); returns those populations
+        (``x_ℓ``, zero ``eps_ℓ``, the gate's) for the drive to put into the state."""
         net = self.network
+        new_input = x is not None and x is not getattr(self, "_shown", None)
+        self._shown = x if x is not None else getattr(self, "_shown", None)
         if x is not None:
             x = net.input(x, check_finite=check)
             if x.shape[1] != self.batch:
@@ -178,12 +183,14 @@ class PredictiveCoding(Circuit):
                 output = net.with_parameters(W, b).forward(self.x, prepared=True).r[-1]
                 self.target = equivalent_target(self.loss, output, self.target)
             self.teacher = torch.ones((), dtype=net.dtype, device=net.device)
-        if self.reset == "feed_forward" and y is not None:
+        if self.reset == "feed_forward" and y is not None and new_input:
             W, b = self.parameters(y)
             fwd = net.with_parameters(W, b).forward(self.x, prepared=True)
             jump = {f"x_{l}": a for l, a in enumerate(fwd.a, start=1)}
             if self.leaky:
                 jump.update({f"eps_{l}": torch.zeros_like(a) for l, a in enumerate(fwd.a, 1)})
+            if self.plasticity is not None:         # the gate at the free phase's equilibrium
+                jump.update(self.plasticity.quiet_state(fwd.a))
             return jump
         return None
 

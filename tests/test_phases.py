@@ -161,12 +161,14 @@ def test_bad_reset_is_refused():
         Plastic(ClosedForm("backprop"), _net(), x[:1], y[:1], reset="zero")
 
 
-def test_fa_z_il_from_the_free_equilibrium_is_sgd_in_four_steps_per_minibatch():
-    """The method table's Fa-Z-IL: each minibatch jumps the values to the free phase's
-    equilibrium (the feed-forward pass, ``reset="feed_forward"``), the arrival gate's quiet
-    timers arm in one step (t_quiet = τ_x), the teacher is shown for L + 1 = 3 steps of
-    dt = τ_x and every layer's gate opens once, by itself, on the step its error arrives: the
-    weights follow backprop's minibatch-mean SGD with rate η/σ²_L, to rounding."""
+@pytest.mark.parametrize("period, teacher_from", [(3.0, 0.0), (4.0, 1.0)])
+def test_fa_z_il_from_the_free_equilibrium_is_sgd_in_l_plus_one_steps(period, teacher_from):
+    """The method table's Fa-Z-IL: each new input jumps the circuit to the free phase's
+    equilibrium (the values to the feed-forward pass, the arrival gate's quiet timers armed:
+    ``reset="feed_forward"``), the teacher is shown for L + 1 = 3 steps of dt = τ_x (after one
+    more quiet step, or none) and every layer's gate opens once, by itself, on the step its
+    error arrives: the weights follow backprop's minibatch-mean SGD with rate η/σ²_L, to
+    rounding."""
     from circuits.gates import ArrivalGate
     from circuits.registry import learning_circuit
     g = torch.Generator().manual_seed(3)
@@ -174,12 +176,12 @@ def test_fa_z_il_from_the_free_equilibrium_is_sgd_in_four_steps_per_minibatch():
                                                                       dtype=F64)
     net = ForwardNetwork([4, 6, 3], "tanh", bias=True, seed=2, dtype=F64)
     stream = lambda k: (x[k], y[k])                                       # noqa: E731
-    pc = learning_circuit("pc", net, x[0], y[0], eta=0.4, period=4.0,
+    pc = learning_circuit("pc", net, x[0], y[0], eta=0.4, period=period,
                           gate_args={"threshold": 1e-10, "t_quiet": 1.0},
                           circuit={"variances": [1.0, 4.0], "reset": "feed_forward"})
     assert isinstance(pc.plasticity, ArrivalGate)
-    got = train(pc, pc.initial_state(), stream, period=4.0, dt=1.0, teacher_from=1.0,
-                presentations=6, progress=False).y
+    got = train(pc, pc.initial_state(), stream, period=period, dt=1.0,
+                teacher_from=teacher_from, presentations=6, progress=False).y
     bp = learning_circuit("backprop", net, x[0], y[0], eta=0.4 / 4)
     want = train(bp, bp.initial_state(), stream, period=1.0, dt=1.0, presentations=6,
                  progress=False).y
