@@ -197,31 +197,30 @@ def test_step_authors_is_their_loop(inst, proactive):
     assert relative([y["u"][0], y["u_total"][0]], [u_int, u]) <= 1e-13
 
 
+def _both_ways(c, dt, steps, **switches):
+    """``(Euler of the vector field, the authors' discrete order)`` after ``steps`` steps."""
+    sol = solve(c, c.initial_state(), 0.0, dt * steps, dt=dt, method="euler",
+                steady_state=False, progress=False)
+    y = c.authors_initial_state()
+    for _ in range(steps):
+        y = c.step_authors(y, dt, **switches)
+    return sol.y1, y
+
+
 def test_euler_on_the_vector_field_is_their_default_order_without_proportional_gain():
     net, x, target = problem((4, 6, 5, 3), 5, B=2)
     dt, steps = 0.02, 50
     c = DeepFeedbackControl(net, x, target, nudge=0.5, alpha=0.05, k_p=0.0, tau_v=0.2,
                             leak="total")
-    sol = solve(c, c.initial_state(), 0.0, dt * steps, dt=dt, method="euler",
-                steady_state=False, progress=False)
-    y = c.authors_initial_state()
-    for _ in range(steps):
-        y = c.step_authors(y, dt)
-    assert relative([y[k] for k in sol.y1], [sol.y1[k] for k in sol.y1]) <= 1e-13
+    euler, y = _both_ways(c, dt, steps)
+    assert relative([y[k] for k in euler], [euler[k] for k in euler]) <= 1e-13
     # the two switches change the trajectory; with k_p > 0 their P term lags one step
     for kw in (dict(inst_transmission=True), dict(proactive_controller=True)):
-        z = c.authors_initial_state()
-        for _ in range(steps):
-            z = c.step_authors(z, dt, **kw)
-        assert relative([z["v_1"]], [y["v_1"]]) > 1e-6
+        assert relative([_both_ways(c, dt, steps, **kw)[1]["v_1"]], [y["v_1"]]) > 1e-6
     cp = DeepFeedbackControl(net, x, target, nudge=0.5, alpha=0.05, k_p=0.7, tau_v=0.2,
                              leak="total")
-    sol = solve(cp, cp.initial_state(), 0.0, dt * steps, dt=dt, method="euler",
-                steady_state=False, progress=False)
-    z = cp.authors_initial_state()
-    for _ in range(steps):
-        z = cp.step_authors(z, dt)
-    assert relative([z["v_1"]], [sol.y1["v_1"]]) > 1e-6
+    euler, z = _both_ways(cp, dt, steps)
+    assert relative([z["v_1"]], [euler["v_1"]]) > 1e-6
 
 
 def test_step_authors_settles_where_the_field_settles():
