@@ -13,6 +13,9 @@ compared with backprop's update on the same minibatch and weights (learning rate
 configured loss):
 
 * ``cosine_ℓ``: cosine between the method's ΔW_ℓ and backprop's −∂ℒ/∂W_ℓ (mean over probes);
+  ``cosine_gauss_newton_ℓ``: with the Gauss-Newton weight change (each layer's minimum-norm
+  pre-activation change that produces the output error, λ = 1e-3: what DFC and DDTP-linear
+  approximate);
 * ``gain_ℓ``: ‖ΔW_ℓ‖ / ‖∂ℒ/∂W_ℓ‖, the effective learning rate per layer (backprop's own
   gain is its η);
 * ``carried``: the norm of the circuit's own populations (controller, targets, errors ...) at
@@ -37,6 +40,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from circuits.credit import gauss_newton, weight_updates  # noqa: E402
 from circuits.registry import learning_circuit  # noqa: E402
 from solvers import train as integrate  # noqa: E402
 from workbench.plots import save_figure  # noqa: E402
@@ -52,8 +56,10 @@ def _weights(y: Mapping[str, torch.Tensor], L: int) -> list[torch.Tensor]:
     return [y[f"W_{l}"] for l in range(1, L + 1)]
 
 
-def backprop_gradient(cfg, task, y, x, target, output_activation: str) -> list[torch.Tensor]:
-    """−∂ℒ/∂W_ℓ (mean over the minibatch, the configured loss) at the weights of ``y``."""
+def references(cfg, task, y, x, target, output_activation: str
+               ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Backprop's −∂ℒ/∂W_ℓ (mean over the minibatch, the configured loss) and the Gauss-Newton
+    weight change (``credit.gauss_newton``, λ = 1e-3, per layer) at the weights of ``y``."""
     tr = Training(**cfg["training"])
     net = network(cfg, task, output_activation)
     net = net.with_parameters(_weights(y, net.L),
@@ -61,7 +67,9 @@ def backprop_gradient(cfg, task, y, x, target, output_activation: str) -> list[t
                               if net.biases is not None else None)
     bp = learning_circuit("backprop", net, x, target, eta=1.0, loss=tr.loss)
     dy = bp.vector_field(0.0, bp.initial_state())
-    return _weights(dy, net.L)
+    instant = bp.bound(bp.initial_state())
+    gn = weight_updates(instant.forward, gauss_newton(net, instant.forward, instant.delta_L))
+    return _weights(dy, net.L), gn
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -74,13 +82,14 @@ def probe(setup, cfg, task, y, minibatches, kw) -> dict[str, Any]:
     """The method's update on each probe minibatch from ``y``, against backprop's."""
     L = len([k for k in y if k.startswith("W_")])
     fast = [k for k in y if not (k.startswith("W_") or k.startswith("b_"))]
-    cos, gain, carried = [], [], []
+    cos, cos_gn, gain, carried = [], [], [], []
     for x, target in minibatches:
         after = integrate(setup.circuit, y, lambda k: (x, target), presentations=1,
                           progress=False, **kw).y
-        grad = backprop_gradient(cfg, task, y, x, target, setup.spec.output_activation)
+        grad, gn = references(cfg, task, y, x, target, setup.spec.output_activation)
         change = [a - b for a, b in zip(_weights(after, L), _weights(y, L))]
         cos.append(torch.stack([_cos(c, g) for c, g in zip(change, grad)]))
+        cos_gn.append(torch.stack([_cos(c, g) for c, g in zip(change, gn)]))
         gain.append(torch.stack([c.flatten(1).norm(dim=-1) / g.flatten(1).norm(dim=-1)
                                  for c, g in zip(change, grad)]))
         if fast:
@@ -88,6 +97,7 @@ def probe(setup, cfg, task, y, minibatches, kw) -> dict[str, Any]:
             end = torch.sqrt(sum(after[k].flatten(1).pow(2).sum(-1) for k in fast))
             carried.append(start / end.clamp_min(1e-300))
     out = {"cosine": torch.stack(cos).mean(0).tolist(),          # [L][S]
+           "cosine_gauss_newton": torch.stack(cos_gn).mean(0).tolist(),
            "gain": torch.stack(gain).mean(0).tolist()}
     out["carried"] = torch.stack(carried).mean(0).tolist() if carried else None
     return out
@@ -100,8 +110,8 @@ def run_method(cfg, task, method: str, epochs: int, probes: int) -> dict[str, An
     kw = dict(period=s.period, dt=s.dt, method=s.integrator, teacher_from=s.teacher_from,
               relinearise_every=s.relinearise_every)
     minibatches = [setup.stream(k) for k in range(probes)]
-    record: dict[str, Any] = {"epoch": [], "test_accuracy": [], "cosine": [], "gain": [],
-                              "carried": []}
+    record: dict[str, Any] = {"epoch": [], "test_accuracy": [], "cosine": [],
+                              "cosine_gauss_newton": [], "gain": [], "carried": []}
 
     def measure(k: int, y) -> None:
         record["epoch"].append(k / per_epoch)

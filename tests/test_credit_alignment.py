@@ -31,6 +31,8 @@ def test_backprop_is_aligned_with_itself_at_its_learning_rate(measured):
             assert layer_cos == pytest.approx([1.0, 1.0], abs=1e-12)
             assert layer_gain == pytest.approx([0.1, 0.1], rel=1e-12)    # η · dt
     assert bp["carried"] == [None, None, None]                # no populations of its own
+    # the output layer's GN change is its gradient (J̄_L = I): cosine 1 there too
+    assert all(c[-1] == pytest.approx([1.0, 1.0], abs=1e-6) for c in bp["cosine_gauss_newton"])
 
 
 def test_dfc_is_close_to_backprop_and_starts_each_minibatch_from_the_last(measured):
