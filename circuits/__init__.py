@@ -9,7 +9,7 @@ from .credit import (alignment, angle, backprop, cascade, damped_pseudo_inverse,
                      reference_credits, weight_updates)
 from .dynamic_inversion import DynamicInversion, SingleLoopDynamicInversion, effective_leak, invert
 from .feedback_control import DeepFeedbackControl
-from .feedback_control_learning import DFCSleep, learn_dfc_feedback, stacked_jacobian
+from .feedback_control_learning import DFCSleep, stacked_jacobian
 from .feedback_learning import (DifferenceReconstruction, FeedbackLearning, LearnedFeedback,
                                 ReconstructionLearning, initial_feedback, learn_feedback)
 from .gates import ArrivalGate, Continuous, LayerSchedule, Plasticity, Schedule, Settled, Signals
@@ -35,7 +35,7 @@ __all__ = [
     "pseudo_backprop", "reference_credits", "weight_updates", "damped_pseudo_inverse",
     "gauss_newton_step",
     "DynamicInversion", "SingleLoopDynamicInversion", "effective_leak", "invert",
-    "DeepFeedbackControl", "DFCSleep", "learn_dfc_feedback", "stacked_jacobian",
+    "DeepFeedbackControl", "DFCSleep", "stacked_jacobian",
     "DifferenceReconstruction", "ReconstructionLearning",
     "FeedbackLearning", "LearnedFeedback", "initial_feedback", "learn_feedback",
     "LayerSchedule", "LocalDecoders", "ArrivalGate", "Continuous", "Plasticity", "Schedule", "Settled", "Signals",

@@ -26,14 +26,14 @@ Euler–Maruyama, ``v^fb ← v^fb + Δ/τ_A (−v^fb + Q u) + σ √Δ/τ_A ξ_k
 deterministic given the seed and independent of chunking. Other methods see the same
 piecewise-constant drive (not an SDE scheme).
 
-**Sleep/wake schedule.** :func:`learn_dfc_feedback` runs one sleep phase on a network and a batch
-of inputs and returns the learned ``Q``; pass it on as ``feedback=Q`` to
+**Sleep/wake schedule.** :func:`workbench.sleep.learn_dfc_feedback` runs one sleep phase on a
+network and a batch of inputs (a ``solvers.solve`` of this circuit) and returns the learned ``Q``; pass it on as ``feedback=Q`` to
 :class:`~circuits.feedback_control.DeepFeedbackControl` (or ``Settling(DeepFeedbackControl,
 feedback=Q)`` for training). Pre-train with a few sleep phases (the authors: 10–20 epochs of
 sleep), then alternate: a wake epoch (``solvers.train`` on the Plastic circuit), read the weights
 off its final state (``plastic.network_of(result.y)``), a sleep phase on that network starting
 from the previous Q (``feedback=Q``, a new ``seed`` per phase), a new Plastic circuit from the
-learned weights and Q, and so on.
+learned weights and Q, and so on: :func:`workbench.sleep.sleep_wake`.
 """
 from __future__ import annotations
 
@@ -189,21 +189,4 @@ def stacked_jacobian(network: ForwardNetwork, x: torch.Tensor) -> torch.Tensor:
     return torch.cat(Js, dim=-1).mean(1)
 
 
-def learn_dfc_feedback(network: ForwardNetwork, x: torch.Tensor, *, time: float, seed: int = 0,
-                       dt: float = 0.01, feedback: str | Sequence[torch.Tensor] = "random",
-                       save_every: int | None = None, **settings) -> list[torch.Tensor]:
-    """One sleep phase of ``time`` on ``network`` and inputs ``x [B, n_0]``: Euler–Maruyama
-    (``solvers.solve``, ``method="euler"``, step ``dt``) of :class:`DFCSleep` from rest, with Q
-    starting at ``feedback`` (``"random"`` or the ``Q_ℓ`` of an earlier phase). ``settings``:
-    :class:`DFCSleep`'s other arguments (``sigma``, ``tau_A``, ``tau_Q``, ``alpha``, ``k_p``,
-    ``beta`` ...). Returns the learned ``Q_ℓ`` ``[S, n_ℓ, n_L]`` (ℓ = 1..L), ready for
-    ``DeepFeedbackControl(..., feedback=Q)``. Deterministic given ``seed``."""
-    from solvers import solve
-    time = positive_float("time", time)
-    circuit = DFCSleep(network, x, feedback=feedback, dt=dt, seed=seed, **settings)
-    sol = solve(circuit, circuit.initial_state(), 0.0, time, dt=dt, method="euler",
-                steady_state=False, progress=False, compact=None, save_every=save_every)
-    return circuit.feedback(sol.y1)
-
-
-__all__ = ["DFCSleep", "learn_dfc_feedback", "stacked_jacobian"]
+__all__ = ["DFCSleep", "stacked_jacobian"]

@@ -9,7 +9,8 @@ import torch
 
 from circuits import ForwardNetwork, Plastic, Settling, angle
 from circuits.feedback_control import DeepFeedbackControl
-from circuits.feedback_control_learning import DFCSleep, learn_dfc_feedback, stacked_jacobian
+from circuits.feedback_control_learning import DFCSleep, stacked_jacobian
+from workbench.sleep import learn_dfc_feedback
 from solvers import solve
 
 F64 = torch.float64

@@ -5,6 +5,9 @@
 * :mod:`workbench.datasets`: data sets that need no network access (signed XOR, scikit-learn's
   8 × 8 digits, MNIST-1D from the ``mnist1d`` package's own generator, MNIST / Fashion-MNIST
   from IDX files you have, Podlaski & Machens' teachers); :func:`make_dataset`.
+* :mod:`workbench.sleep`: deep feedback control's sleep/wake schedule (Q learned in sleep
+  phases, the forward weights in wake phases): :func:`~workbench.sleep.learn_dfc_feedback`,
+  :func:`~workbench.sleep.sleep_wake`.
 * :mod:`workbench.plots`: matplotlib (Agg) figures. Not imported by ``import workbench`` (it
   selects matplotlib's Agg backend): ``from workbench import plots`` or ``workbench.plots``.
 
