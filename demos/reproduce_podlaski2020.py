@@ -60,7 +60,7 @@ import torch
 from circuits import ForwardNetwork, registry
 from circuits.credit import angle, weight_updates
 from solvers import Phase, train
-from workbench.plots import Curve, curve_panels_figure
+from workbench.plots import podlaski2020_figures
 from workbench.tasks import teacher_regression
 
 from .config import (check_choice, check_int, check_layer_widths, check_names, check_number,
@@ -417,65 +417,6 @@ def claims(cfg: Config, methods: Mapping[str, Any], examples: int | None = None
             "threshold": f"test loss ≤ {cfg.threshold:g} × initial test loss"}
 
 
-# -- figures -------------------------------------------------------------------------------------
-
-COLOURS = {"BP": "k", "FA": "tab:gray", "PBP": "tab:purple", "NDI": "tab:blue",
-           "DI": "tab:orange", "SDI": "tab:green"}
-TRACE_LABELS = {"angle": "angle of simulated update to closed form (°, log)",
-                "lambda_max": "λ_max = max Re λ(M)",
-                "time": "settle time (log; band: between the grid's last two times)"}
-
-
-def _style(name: str, alphas: Sequence[float]) -> dict[str, Any]:
-    """A method's colour; its α's line style (solid, dashed, ... in the order of ``alphas``)."""
-    method, *alpha = name.split()
-    a = float(alpha[0].split("=")[1]) if alpha else None
-    ls = "-" if a is None else ["-", "--", ":", "-."][min(list(alphas).index(a)
-                                                          if a in alphas else 0, 3)]
-    return {"color": COLOURS[method], "ls": ls}
-
-
-def figures(out: Path, tasks: Mapping[str, Any], cfg: Config) -> list[Path]:
-    """Learning curves; for the simulated learners, the angle to the closed form, λ_max and the
-    settle time per example."""
-    def sim(n):
-        return n.split()[0] in SIMULATED
-
-    paths = [curve_panels_figure(
-        out / "learning_curves.png",
-        {f"{name} regression": {
-            n + (" (simulated)" if sim(n) else ""): Curve(
-                c["examples"], c["test_loss"],
-                {**_style(n, cfg.alphas), "lw": 2.2 if sim(n) else 1.2})
-            for n, c in t["curves"].items()} for name, t in tasks.items()},
-        hlines={f"{name} regression": (t["threshold_loss"],
-                                       f"threshold ({cfg.threshold:g} × initial)")
-                for name, t in tasks.items()},
-        floor=1e-300, xlabel="training examples", ylabel="test loss ½‖y − r_L‖² (log)",
-        legend_columns=2, panel_size=(6.5, 5))]
-    if not any(t["traces"] for t in tasks.values()):
-        return paths
-    for key, file in (("angle", "di_ndi_angle.png"), ("lambda_max", "lambda_max.png"),
-                      ("time", "settle.png")):
-        panels = {}
-        for name, t in tasks.items():
-            panels[f"{name} regression"] = curves = {}
-            for n, tr in t["traces"].items():
-                style = _style(n, cfg.alphas)
-                k = list(range(1, len(tr[key]) + 1))
-                curves[n] = (Curve(tr["lambda_at"], tr[key], {**style, "marker": "."})
-                             if key == "lambda_max" else
-                             Curve(k, tr[key], {**style, "lw": 0.8},
-                                   lower=tr["time_lower"] if key == "time" else None,
-                                   band_alpha=0.15 if style["ls"] == "-" else 0.3))
-        paths.append(curve_panels_figure(
-            out / file, panels, xlabel="training example", ylabel=TRACE_LABELS[key],
-            yscale="symlog" if key == "lambda_max" else "log",
-            linthresh=1e-4 if key == "lambda_max" else None,
-            floor={"angle": 1e-12, "time": 1e-3}.get(key)))
-    return paths
-
-
 # -- the demo ------------------------------------------------------------------------------------
 
 def run(config: Config | Mapping[str, Any] | None, out: str | Path) -> dict[str, Any]:
@@ -486,7 +427,7 @@ def run(config: Config | Mapping[str, Any] | None, out: str | Path) -> dict[str,
     start = time.perf_counter()
     with intra_op_threads(1):
         tasks = {name: run_task(cfg, name) for name in cfg.tasks}
-        paths = figures(out, tasks, cfg)
+        paths = podlaski2020_figures(out, tasks, cfg.alphas, cfg.threshold)
     summary = jsonable({
         "tasks": tasks,
         "claims": {name: t["claims"] for name, t in tasks.items()},

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import matplotlib
 
@@ -819,3 +819,63 @@ def fa_z_il_figures(out: Path, s: Mapping, history: Mapping, per_epoch: int, lay
         out / "gates.png", history["traces"], history["predict"], history["learn"],
         layers, (s["gate_quiet_threshold"], s["gate_arrival_threshold"]),
         title="Fa-Z-IL: the arrival gate alone decides when synapses change")
+
+
+PODLASKI_COLOURS = {"BP": "k", "FA": "tab:gray", "PBP": "tab:purple", "NDI": "tab:blue",
+           "DI": "tab:orange", "SDI": "tab:green"}
+PODLASKI_TRACES = {"angle": "angle of simulated update to closed form (°, log)",
+                "lambda_max": "λ_max = max Re λ(M)",
+                "time": "settle time (log; band: between the grid's last two times)"}
+
+
+def _podlaski_style(name: str, alphas: Sequence[float]) -> dict[str, Any]:
+    """A method's colour; its α's line style (solid, dashed, ... in the order of ``alphas``)."""
+    method, *alpha = name.split()
+    a = float(alpha[0].split("=")[1]) if alpha else None
+    ls = "-" if a is None else ["-", "--", ":", "-."][min(list(alphas).index(a)
+                                                          if a in alphas else 0, 3)]
+    return {"color": PODLASKI_COLOURS[method], "ls": ls}
+
+
+def podlaski2020_figures(out: Path, tasks: Mapping[str, Any], alphas: Sequence[float],
+                         threshold: float) -> list[Path]:
+    """``demos.reproduce_podlaski2020``'s figures from its per-task summaries: learning curves;
+    for the simulated learners (DI, SDI), the angle to the closed form, λ_max and the settle
+    time per example."""
+    def sim(n):
+        return n.split()[0] in ("DI", "SDI")
+
+    paths = [curve_panels_figure(
+        out / "learning_curves.png",
+        {f"{name} regression": {
+            n + (" (simulated)" if sim(n) else ""): Curve(
+                c["examples"], c["test_loss"],
+                {**_podlaski_style(n, alphas), "lw": 2.2 if sim(n) else 1.2})
+            for n, c in t["curves"].items()} for name, t in tasks.items()},
+        hlines={f"{name} regression": (t["threshold_loss"],
+                                       f"threshold ({threshold:g} × initial)")
+                for name, t in tasks.items()},
+        floor=1e-300, xlabel="training examples", ylabel="test loss ½‖y − r_L‖² (log)",
+        legend_columns=2, panel_size=(6.5, 5))]
+    if not any(t["traces"] for t in tasks.values()):
+        return paths
+    for key, file in (("angle", "di_ndi_angle.png"), ("lambda_max", "lambda_max.png"),
+                      ("time", "settle.png")):
+        panels = {}
+        for name, t in tasks.items():
+            panels[f"{name} regression"] = curves = {}
+            for n, tr in t["traces"].items():
+                style = _podlaski_style(n, alphas)
+                k = list(range(1, len(tr[key]) + 1))
+                curves[n] = (Curve(tr["lambda_at"], tr[key], {**style, "marker": "."})
+                             if key == "lambda_max" else
+                             Curve(k, tr[key], {**style, "lw": 0.8},
+                                   lower=tr["time_lower"] if key == "time" else None,
+                                   band_alpha=0.15 if style["ls"] == "-" else 0.3))
+        paths.append(curve_panels_figure(
+            out / file, panels, xlabel="training example", ylabel=PODLASKI_TRACES[key],
+            yscale="symlog" if key == "lambda_max" else "log",
+            linthresh=1e-4 if key == "lambda_max" else None,
+            floor={"angle": 1e-12, "time": 1e-3}.get(key)))
+    return paths
+__all__ += ["podlaski2020_figures"]
