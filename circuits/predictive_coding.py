@@ -149,16 +149,20 @@ class PredictiveCoding(Circuit):
         ``check=False`` checks shapes only (no host synchronisation: for a drive inside a
         chunk of steps).
 
-        With ``reset="feed_forward"`` and the state at the jump ``y``, a *new* input (another
-        tensor than the one shown last; showing the teacher for the same input is no new
-        example) also jumps the circuit to the free phase's equilibrium: the values to the
+        With ``reset="feed_forward"`` and the state at the jump ``y``, a new example (another
+        input, or an input after a teacher was shown; the teacher's arrival for the input
+        already shown is no new example) also jumps the circuit to the free phase's
+        equilibrium: the values to the
         feed-forward pass at the weights of ``y`` (Z-IL's condition C1 at every example,
         instead of settling to it) and the gate's own populations to their quiet state
         (:meth:`Plasticity.quiet_state`: Fa-Z-IL's timers armed); returns those populations
         (``x_ℓ``, zero ``eps_ℓ``, the gate's) for the drive to put into the state."""
         net = self.network
-        new_input = x is not None and x is not getattr(self, "_shown", None)
-        self._shown = x if x is not None else getattr(self, "_shown", None)
+        # a new example: another input, or any input after a teacher (a new presentation);
+        # only the teacher's arrival for the input already shown is no new example
+        shown, taught = getattr(self, "_shown", None), getattr(self, "_taught", True)
+        new_input = x is not None and (x is not shown or taught)
+        self._shown, self._taught = (x if x is not None else shown), target is not None
         if x is not None:
             x = net.input(x, check_finite=check)
             if x.shape[1] != self.batch:

@@ -189,3 +189,21 @@ def test_fa_z_il_from_the_free_equilibrium_is_sgd_in_l_plus_one_steps(period, te
         moved = (want[k] - bp.initial_state()[k]).abs().max()
         assert moved > 1e-2, k
         assert torch.allclose(got[k], want[k], rtol=0, atol=1e-12 * float(moved) + 1e-15), k
+
+
+def test_z_il_resets_every_presentation_of_a_constant_stream():
+    """The same input tensor shown again after a teacher is a new example: Z-IL still starts it
+    at the feed-forward pass (C1), so repeating one batch is repeated SGD on it."""
+    from circuits.registry import learning_circuit
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.randn(8, 4, generator=g, dtype=F64), torch.randn(8, 3, generator=g, dtype=F64)
+    net = ForwardNetwork([4, 6, 3], "tanh", bias=True, seed=2, dtype=F64)
+    zil = learning_circuit("z_il", net, x, y, eta=0.2, period=2.0)
+    got = train(zil, zil.initial_state(), lambda k: (x, y), period=2.0, dt=1.0,
+                presentations=4, progress=False).y
+    bp = learning_circuit("backprop", net, x, y, eta=0.2)
+    want = train(bp, bp.initial_state(), lambda k: (x, y), period=1.0, dt=1.0,
+                 presentations=4, progress=False).y
+    for k in ("W_1", "W_2"):
+        assert (want[k] - bp.initial_state()[k]).abs().max() > 1e-3
+        assert torch.allclose(got[k], want[k], rtol=0, atol=1e-13)
