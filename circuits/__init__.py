@@ -25,6 +25,7 @@ from .target_propagation import (Decoder, FeedbackDecoder, InverseDecoder, Mirro
                                  difference_reconstruction_loss, gauss_newton_targets,
                                  influence_scaled, inverse_decoders, output_jacobians,
                                  post_layer, post_output_jacobians)
+from .weight_flow import AdamFlow, GradientFlow, weight_flow
 from .stability import (StabilityReport, amplification, analyse, analyse_circuit, jacobian,
                         smoothed_spectral_abscissa, stabilise_feedback)
 
@@ -48,4 +49,5 @@ __all__ = [
     "coordinate_noise", "difference_reconstruction_feedback", "difference_reconstruction_loss",
     "output_jacobians", "post_layer", "post_output_jacobians",
     "ClosedForm", "Family", "Plastic", "Settling", "Targets", "outer_updates",
+    "AdamFlow", "GradientFlow", "weight_flow",
 ]

@@ -22,7 +22,15 @@ regressed on what:
   ``Q_ℓ* = C(A + λI)⁻¹`` with ``A = mean Δa Δaᵀ/σ²`` and ``C = mean ξ Δaᵀ/σ²``: as σ → 0 and with
   isotropic noise (``noise="orthogonal"`` makes ``mean ξξᵀ = σ²I`` exactly with 2n antithetic
   samples) this is ``J̄_ℓᵀ(J̄_ℓ J̄_ℓᵀ + λI)⁻¹``, the damped pseudo-inverse that makes DDTP-linear
-  targets Gauss-Newton targets.
+  targets Gauss-Newton targets (one example; on a batch the moments are averaged, ``mean_b
+  J_bᵀ (mean_b J_b J_bᵀ + λI)⁻¹``).
+
+  Both conventions of :class:`TargetPropagation` (``convention=``, SPEC §5 "Convention"):
+  ``"pre"`` (default) injects ξ into the pre-activation ``a_ℓ`` and measures ``Δa_L`` (J̄ =
+  ∂a_L/∂a_ℓ); ``"post"`` (Meulemans et al.'s own setting) injects it into the rate ``r_ℓ`` and
+  measures ``Δr_L = r_L(r_ℓ + ξ) − r_L`` (J̄ = ∂r_L/∂r_ℓ, :func:`post_output_jacobians`), so
+  post-activation DDTP-linear learns its Q by dynamics too. Post-activation *decoders* are not
+  learned here (their DRL is not a ridge regression for a nonlinear ψ).
 
 The noise is drawn once per circuit (``seed``), so the vector field is an ordinary, autonomous,
 resumable ODE; build a new circuit (another seed) for the next batch. The flow is affine in Θ,
@@ -51,7 +59,7 @@ from .feedback import per_seed, replica_seeds
 from .network import ForwardNetwork
 from .parameters import (Population, Role, check_finite_tensor, check_real_tensor,
                          given_matrices, positive_float)
-from .target_propagation import MirroredDecoder
+from .target_propagation import MirroredDecoder, _check_convention, _layer_map
 
 NOISES = ("gaussian", "orthogonal")
 
@@ -227,6 +235,21 @@ class ReconstructionLearning(RegressionFlow):
 class DifferenceReconstruction(RegressionFlow):
     """The DRL rule for direct feedback ``Q_1..Q_{L-1}`` (``[S, n_ℓ, n_L]``) on one batch.
 
+    In the activities ``h_ℓ`` of ``convention`` (``"pre"``: ``h_ℓ = a_ℓ``; ``"post"``: ``h_ℓ =
+    r_ℓ = φ_ℓ(a_ℓ)``), K noise samples ξ per example are injected at layer ℓ and carried to the
+    output by the network from layer ℓ up, ``F_ℓ = f_L ∘ … ∘ f_{ℓ+1}`` with ``f_k(h) =
+    W_k φ_{k-1}(h) + b_k`` (pre) or ``f_k(h) = φ_k(W_k h + b_k)`` (post):
+
+        Δ = F_ℓ(h_ℓ + ξ) − h_L,   A_ℓ = mean_{K,B} ΔΔᵀ/σ²,   C_ℓ = mean_{K,B} ξΔᵀ/σ²,
+        dQ_ℓ/dt = −η (Q_ℓ A_ℓ − C_ℓ + λ Q_ℓ),   Q_ℓ* = C_ℓ (A_ℓ + λI)⁻¹.
+
+    With ``noise="orthogonal"`` (``mean_K ξ = 0``, ``mean_K ξξᵀ = σ²I`` per example) ``Δ = J_b ξ
+    + O(σ²)`` and the odd terms cancel, so ``Q_ℓ* = mean_b J_bᵀ (mean_b J_b J_bᵀ + λI)⁻¹ +
+    O(σ²)`` with ``J_b = ∂h_L/∂h_ℓ`` at example b (pre: :meth:`ForwardNetwork.output_jacobians`;
+    post: :func:`post_output_jacobians`): for one example, or a linear network, the damped
+    pseudo-inverse ``J̄ᵀ(J̄J̄ᵀ + λI)⁻¹``, which makes DDTP-linear's targets (in the same
+    convention) Gauss-Newton targets. The two conventions coincide on a linear network.
+
     Args:
         network: the forward network (fixed here).  x: input ``[B, n_0]`` (``check=False``:
             finite already, checked for shape only).
@@ -236,12 +259,16 @@ class DifferenceReconstruction(RegressionFlow):
             the same noise) or S ints (replica s's from ``seed[s]``; the seed rule of
             :mod:`circuits.feedback`).
         feedback: initial Q's (default zeros).
+        convention: ``"pre"`` (default: noise into ``a_ℓ``, output change ``Δa_L``) or
+            ``"post"`` (noise into ``r_ℓ``, output change ``Δr_L``; Meulemans et al. 2020).
     """
 
     def __init__(self, network: ForwardNetwork, x: torch.Tensor, *, sigma: float = 1e-3,
                  damping: float = 1e-3, eta: float = 1.0, noise: str = "orthogonal",
                  samples: int = 64, seed: int = 0,
-                 feedback: Sequence[torch.Tensor] | None = None, check: bool = True):
+                 feedback: Sequence[torch.Tensor] | None = None, check: bool = True,
+                 convention: str = "pre"):
+        self.convention = _check_convention(convention)
         self._bind(network)
         net = self.network
         sigma = positive_float("sigma", sigma)
@@ -256,19 +283,24 @@ class DifferenceReconstruction(RegressionFlow):
             feedback = given_matrices("feedback", feedback, shapes, self.S, net.dtype,
                                       net.device, "None")
         fwd = net.forward(net.input(x, check_finite=check), prepared=True)
+        hs = fwd.a if self.convention == "pre" else fwd.r[1:]          # h_ℓ, ℓ = 1..L
+        f = _layer_map(net, self.convention)                            # f_k: h_{k-1} → h_k
         # replica s's noise from its own seed, layer after layer (the seed rule)
-        xis = per_seed(_fit(seeds, fwd.a[0].shape[0]), lambda g: [
-            noise_samples(tuple(fwd.a[l - 1].shape[1:]), sigma, noise, samples, g, net.dtype,
+        xis = per_seed(_fit(seeds, hs[0].shape[0]), lambda g: [
+            noise_samples(tuple(hs[l - 1].shape[1:]), sigma, noise, samples, g, net.dtype,
                           net.device) for l in range(1, len(shapes) + 1)])
         self.moments, self.theta0, self.populations = {}, {}, []
         for l, (n, m) in enumerate(shapes, start=1):
-            h = fwd.a[l - 1]
+            h = hs[l - 1]
             xi = xis[l - 1].movedim(0, 1)                                # [K, S, B, n_ℓ]
-            da = net.propagate(h + xi, l) - fwd.a[-1]                   # [K, S, B, n_L]
+            out = h + xi
+            for k in range(l + 1, net.L + 1):                           # F_ℓ(h_ℓ + ξ)
+                out = f(k, out)
+            delta = out - hs[-1]                                        # [K, S, B, n_L]
             K, B = xi.shape[0], h.shape[-2]
-            xi, da = xi.movedim(0, -2).flatten(-3, -2), da.movedim(0, -2).flatten(-3, -2)
-            self.moments[f"Q_{l}"] = (da.transpose(-1, -2) @ da / (K * B * sigma ** 2),
-                                      xi.transpose(-1, -2) @ da / (K * B * sigma ** 2))
+            xi, delta = xi.movedim(0, -2).flatten(-3, -2), delta.movedim(0, -2).flatten(-3, -2)
+            self.moments[f"Q_{l}"] = (delta.transpose(-1, -2) @ delta / (K * B * sigma ** 2),
+                                      xi.transpose(-1, -2) @ delta / (K * B * sigma ** 2))
             self.theta0[f"Q_{l}"] = torch.zeros(self.S, n, m, dtype=net.dtype,
                                                  device=net.device) \
                 if feedback is None else feedback[l - 1]
@@ -351,10 +383,18 @@ def initial_feedback(kind: str, network: ForwardNetwork, *, scale: float = 0.1, 
     return mats
 
 
+def _decoders_pre(convention: str) -> None:
+    if convention != "pre":
+        raise ValueError(f"convention: received {convention!r} for decoders, expected 'pre': "
+                         "post-activation decoders are not learned by dynamics (their DRL is "
+                         "not a ridge regression for a nonlinear ψ); only direct feedback Q "
+                         "(kind 'direct', DDTP-linear) is")
+
+
 def learn_feedback(network: ForwardNetwork, x: torch.Tensor,
                    current: Sequence[MirroredDecoder] | Sequence[torch.Tensor],
                    settings: FeedbackLearning | None = None, *, duration: float | None = None,
-                   seed: int = 0, check: bool = True
+                   seed: int = 0, check: bool = True, convention: str = "pre"
                    ) -> list[MirroredDecoder] | list[torch.Tensor]:
     """The feedback after its rule has run on batch ``x`` (``[B, n_0]`` or ``[S, B, n_0]``) for
     ``duration`` (default ``settings.duration``; ``math.inf``: its fixed point), starting from
@@ -363,7 +403,10 @@ def learn_feedback(network: ForwardNetwork, x: torch.Tensor,
     (:class:`ReconstructionLearning`), a list of ``Q_ℓ`` tensors by the difference
     reconstruction rule (:class:`DifferenceReconstruction`); the result has ``current``'s
     form. ``seed``: the rule's noise. ``check=False``: ``x`` was checked already (finite), as a
-    drive's batches are at their first presentation: no host synchronisation."""
+    drive's batches are at their first presentation: no host synchronisation. ``convention``:
+    the activities the direct feedback is learned on, ``"pre"`` (``a_ℓ``) or ``"post"``
+    (``r_ℓ``, for ``TargetPropagation(convention="post")``); decoders learn in ``"pre"`` only."""
+    _check_convention(convention)
     s = FeedbackLearning() if settings is None else settings
     if not isinstance(s, FeedbackLearning):
         raise TypeError(f"settings: received {type(s).__name__}, expected a "
@@ -371,13 +414,15 @@ def learn_feedback(network: ForwardNetwork, x: torch.Tensor,
     t = s.duration if duration is None else duration
     if isinstance(current, (list, tuple)) and current and all(
             isinstance(g, MirroredDecoder) for g in current):
+        _decoders_pre(convention)
         c = ReconstructionLearning(network, x, current, eta=s.eta, decay=s.damping,
                                    noise=s.noise, seed=seed, check=check)
         return c.decoders(c.flow(t))
     if isinstance(current, (list, tuple)) and current and all(
             isinstance(q, torch.Tensor) for q in current):
         c = DifferenceReconstruction(network, x, sigma=s.sigma, damping=s.damping, eta=s.eta,
-                                     feedback=current, seed=seed, check=check)
+                                     feedback=current, seed=seed, check=check,
+                                     convention=convention)
         return c.feedback(c.flow(t))
     raise ValueError(f"current: received {type(current).__name__}, expected a list of "
                      "MirroredDecoder (decoders) or of tensors [S, n_ℓ, n_L] (direct feedback), "
@@ -392,7 +437,8 @@ class LearnedFeedback:
 
     Each call runs :func:`learn_feedback` on ``(network, x)`` from the feedback of the previous
     call (the first from :func:`initial_feedback` ``(kind, network, seed=seed)``, straight to the
-    fixed point if ``settings.warm_start``), with the noise seed ``noise_seed + calls so far``.
+    fixed point if ``settings.warm_start``), with the noise seed ``noise_seed + calls so far``,
+    in ``convention``.
 
     Args:
         kind: ``"decoders"`` (mirrored decoders, the auto-encoder rule) or ``"direct"``
@@ -400,6 +446,9 @@ class LearnedFeedback:
         network: the forward network (its widths, activations, S, dtype and device).
         settings: :class:`FeedbackLearning` (default: its defaults).
         seed: the initial feedback's seed.  noise_seed: the first batch's noise seed.
+        convention: ``"pre"`` (default) or ``"post"``: the activities the feedback learns on,
+            to match the :class:`TargetPropagation` it feeds; ``"post"`` for ``"direct"`` only
+            (the rule injects noise into the rates ``r_ℓ`` and measures ``Δr_L``).
 
     ``current`` holds the latest feedback and ``calls`` the batches learned so far (neither is
     part of an integration's state: a run resumed from a checkpoint restarts them).
@@ -407,7 +456,10 @@ class LearnedFeedback:
 
     def __init__(self, kind: str, network: ForwardNetwork,
                  settings: FeedbackLearning | None = None, *, seed: int = 1,
-                 noise_seed: int = 1000):
+                 noise_seed: int = 1000, convention: str = "pre"):
+        self.convention = _check_convention(convention)
+        if kind == "decoders":
+            _decoders_pre(convention)
         self.settings = FeedbackLearning() if settings is None else settings
         if not isinstance(self.settings, FeedbackLearning):
             raise TypeError(f"settings: received {type(self.settings).__name__}, expected a "
@@ -421,12 +473,14 @@ class LearnedFeedback:
         warm = self.settings.warm_start and self.calls == 0
         self.current = learn_feedback(network, x, self.current, self.settings,
                                       duration=math.inf if warm else None,
-                                      seed=self.noise_seed + self.calls)
+                                      seed=self.noise_seed + self.calls,
+                                      convention=self.convention)
         self.calls += 1
         return self.current
 
     def __repr__(self) -> str:
-        return f"LearnedFeedback({self.kind!r}, calls={self.calls})"
+        post = "" if self.convention == "pre" else f", convention={self.convention!r}"
+        return f"LearnedFeedback({self.kind!r}, calls={self.calls}{post})"
 
 
 __all__ = ["RegressionFlow", "ReconstructionLearning", "DifferenceReconstruction",

@@ -17,6 +17,7 @@ class Role(str, Enum):
     TARGET = "target"
     WEIGHT = "weight"
     GATE = "gate"
+    MOMENT = "moment"
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ from .feedback import random_feedback
 from .gates import Continuous, LayerSchedule, Schedule, Settled, Signals
 from .losses import LOSSES, equivalent_target
 from .parameters import Population, Role, check_finite_tensor, positive_float
+from .weight_flow import weight_flow
 
 Update = list[tuple[torch.Tensor, torch.Tensor | None]]
 GATES = ("settled", "always")
@@ -297,6 +298,10 @@ class Plastic(Circuit):
             family is shown ``r_L − ∂ℒ/∂r_L`` at the weights of the state when the example is
             presented (:func:`circuits.losses.equivalent_target`), so its own nudge convention
             (DI's δ_L, DFC's λ, TP's β) applies to the loss's gradient.
+        flow: how the weights move under the gated update (:mod:`circuits.weight_flow`):
+            None (default: gradient flow, ``dW/dt = η g ΔW``), ``"adam"``, ``{"adam": {...}}``
+            or an :class:`~circuits.weight_flow.AdamFlow` (Adam as an ODE on plastic time:
+            moment populations per weight, role ``moment``).
 
     The family's circuit is built (and validated) once, here. An evaluation rebinds it to the
     weights of the state and the presented example (:meth:`Family.bind`: the forward pass and
@@ -305,12 +310,13 @@ class Plastic(Circuit):
     presentation. Nothing in an evaluation or a presentation synchronises with the host.
 
     State: the family circuit's populations, ``W_ℓ`` ``[S, n_ℓ, n_{ℓ-1}]`` and ``b_ℓ``
-    ``[S, 1, n_ℓ]``. :meth:`observe` adds ``gate`` ``[S, 1, 1]``.
+    ``[S, 1, n_ℓ]``, and the flow's moment populations. :meth:`observe` adds ``gate``
+    ``[S, 1, 1]``.
     """
 
     def __init__(self, family: Family, network: ForwardNetwork, x: torch.Tensor,
                  target: torch.Tensor, *, eta=0.1, gate: str = "settled", theta: float = 0.05,
-                 reset: str = "none", loss: str | None = None):
+                 reset: str = "none", loss: str | None = None, flow: Any = None):
         if not isinstance(family, Family):
             raise TypeError(f"family: received {type(family).__name__}, expected a "
                             "circuits.plasticity.Family (ClosedForm, Settling, Targets)")
@@ -332,6 +338,7 @@ class Plastic(Circuit):
         if loss is not None and loss not in LOSSES:
             raise ValueError(f"loss: received {loss!r}, expected None or one of {list(LOSSES)}")
         self.family, self.reset, self.loss = family, reset, loss
+        self.flow = weight_flow(flow)
         self.gate_kind = gate if isinstance(gate, str) else type(gate).__name__
         probe = family.build(network, x, target)
         self._bind(probe.network, eta=eta)
@@ -347,6 +354,8 @@ class Plastic(Circuit):
         if self.biased:
             self.populations += [Population(f"b_{l}", Role.WEIGHT, n, l)
                                  for l, n in enumerate(net.widths[1:], 1)]
+        self.populations += self.flow.populations(
+            [p for p in self.populations if p.role == Role.WEIGHT])
         self.x = self.template.input(x)
         self.target = self._target(self.network, self.template.output_like(target))
         self._check_batch()
@@ -385,6 +394,19 @@ class Plastic(Circuit):
             return {k: v for k, v in held.initial_state().items() if k in self.fast}
         return None
 
+    def with_gradient_flow(self) -> tuple["Plastic", Callable[[State], State]]:
+        """This circuit with plain gradient flow (``dW/dt = η g ΔW``) and a function that drops
+        the moment populations from a state of this one: what the family's own update does,
+        without the optimiser's preconditioning (for measuring it, as
+        :mod:`demos.credit_alignment` does). A shallow copy: this circuit is not changed."""
+        import copy
+        from .weight_flow import GradientFlow
+        plain = copy.copy(self)
+        plain.flow = GradientFlow()
+        plain.populations = [p for p in self.populations if p.role != Role.MOMENT]
+        keep = {p.name for p in plain.populations}
+        return plain, lambda y: {k: v for k, v in y.items() if k in keep}
+
     def network_of(self, y: State) -> ForwardNetwork:
         """The forward network with the weights of state ``y`` (a final state ``[S, ...]``)."""
         return self.template.with_parameters(
@@ -400,9 +422,11 @@ class Plastic(Circuit):
         """The family circuit's initial state on the first example, and the initial weights."""
         y = {k: v for k, v in self.circuit.initial_state().items() if k in self.fast}
         net = self.network
-        y.update({f"W_{l}": W.clone() for l, W in enumerate(net.weights, 1)})
+        weights = {f"W_{l}": W.clone() for l, W in enumerate(net.weights, 1)}
         if self.biased:
-            y.update({f"b_{l}": b.clone() for l, b in enumerate(net.biases, 1)})
+            weights.update({f"b_{l}": b.clone() for l, b in enumerate(net.biases, 1)})
+        y.update(weights)
+        y.update(self.flow.initial_state(weights))
         return y
 
     def _gates(self, t: float | None, y_fast: State, dy_fast: State
@@ -426,17 +450,18 @@ class Plastic(Circuit):
         out = dict(circuit.vector_field(t, fast)) if fast else {}
         gates = self._gates(t, fast, out)
         rates: dict[int, torch.Tensor] = {}          # η·g once per distinct gate factor
+        flow = self.flow.field
         for l, (dW, db) in enumerate(self.family.updates(circuit, fast), 1):
             if gates is None:
-                rate = self.eta
+                g, rate = None, self.eta
             else:
                 g = gates[l - 1]
                 rate = rates.get(id(g))
                 if rate is None:
                     rate = rates[id(g)] = self.eta * g
-            out[f"W_{l}"] = rate * dW
+            out.update(flow(f"W_{l}", dW, rate, g, y))
             if self.biased:
-                out[f"b_{l}"] = rate * db
+                out.update(flow(f"b_{l}", db, rate, g, y))
         return out
 
     def fast_field(self, t: float, y: State) -> State:

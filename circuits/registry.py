@@ -89,7 +89,7 @@ def learning_circuit(method: str, network: ForwardNetwork, x: torch.Tensor,
                      gate_args: Mapping[str, Any] | None = None,
                      feedback: Callable[[ForwardNetwork, torch.Tensor], Any]
                      | Mapping[str, Any] | None = None, reset: str = "none",
-                     loss: str | None = None) -> Any:
+                     loss: str | None = None, flow: Any = None) -> Any:
     """The learning circuit of ``method`` (one of :data:`METHODS`) on ``network`` with the
     first example ``x [B, n_0]``, ``target [B, n_L]``.
 
@@ -103,13 +103,19 @@ def learning_circuit(method: str, network: ForwardNetwork, x: torch.Tensor,
     (default: its defaults), giving :func:`decoders_at_fixed_point`. ``reset``: the ``Plastic``
     methods' (``"rest"``: every example settles from rest). ``loss``: the target is the labels of
     this loss (:mod:`circuits.losses`: ``squared_error``, ``cross_entropy``), for every method
-    (predictive coding's too)."""
+    (predictive coding's too). ``flow``: how the ``Plastic`` methods' weights move
+    (:func:`circuits.weight_flow.weight_flow`: None for gradient flow, ``"adam"`` or
+    ``{"adam": {...}}`` for Adam as an ODE); ``pc``, ``z_il`` and ``local_decoders`` own their
+    plasticity and take none."""
     if method not in METHODS:
         raise ValueError(f"method: received {method!r}, expected one of {list(METHODS)}")
     kw = dict(circuit or {})
     if gate_args and method != "pc":
         raise ValueError(f"gate_args: received {dict(gate_args)!r} for method {method!r}, "
                          "expected none (only pc has an ArrivalGate)")
+    if flow is not None and method in ("pc", "z_il", "local_decoders"):
+        raise ValueError(f"flow: received {flow!r} for method {method!r}, expected None (it "
+                         "owns its plasticity: gradient flow only)")
     if method == "pc":
         return PredictiveCoding(network, x, None, eta=eta, loss=loss,
                                 plasticity=ArrivalGate(**(gate_args or {})), **kw)
@@ -137,7 +143,7 @@ def learning_circuit(method: str, network: ForwardNetwork, x: torch.Tensor,
     else:
         family = Targets("ddtp_linear", form=form, anchor=anchor, feedback=feedback, **kw)
     return Plastic(family, network, x, target, eta=eta, gate=gate, theta=theta, reset=reset,
-                   loss=loss)
+                   loss=loss, flow=flow)
 
 
 __all__ = ["METHODS", "LABELS", "CIRCUIT_ARGS", "decoders_at_fixed_point", "learning_circuit"]

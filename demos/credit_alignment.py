@@ -12,7 +12,9 @@ integration (one presentation, the method's own settings; the run itself is not 
 compared with backprop's update on the same minibatch and weights (learning rate 1, the
 configured loss):
 
-* ``cosine_ℓ``: cosine between the method's ΔW_ℓ and backprop's −∂ℒ/∂W_ℓ (mean over probes);
+* ``cosine_ℓ``: cosine between the method's ΔW_ℓ and backprop's −∂ℒ/∂W_ℓ (mean over probes;
+  with a weight flow such as Adam, ΔW_ℓ is the family's own update under plain gradient flow,
+  :meth:`circuits.Plastic.with_gradient_flow`, not the optimiser's step);
   ``cosine_gauss_newton_ℓ``: with the Gauss-Newton weight change (each layer's minimum-norm
   pre-activation change that produces the output error, λ = 1e-3: what DFC and DDTP-linear
   approximate);
@@ -82,9 +84,14 @@ def probe(setup, cfg, task, y, minibatches, kw) -> dict[str, Any]:
     """The method's update on each probe minibatch from ``y``, against backprop's."""
     L = len([k for k in y if k.startswith("W_")])
     fast = [k for k in y if not (k.startswith("W_") or k.startswith("b_"))]
+    fast = [k for k in fast if not k.startswith("adam_")]
+    circuit = setup.circuit
+    if hasattr(circuit, "with_gradient_flow"):      # the family's update, not the optimiser's
+        circuit, plain = circuit.with_gradient_flow()
+        y = plain(y)
     cos, cos_gn, gain, carried = [], [], [], []
     for x, target in minibatches:
-        after = integrate(setup.circuit, y, lambda k: (x, target), presentations=1,
+        after = integrate(circuit, y, lambda k: (x, target), presentations=1,
                           progress=False, **kw).y
         grad, gn = references(cfg, task, y, x, target, setup.spec.output_activation)
         change = [a - b for a, b in zip(_weights(after, L), _weights(y, L))]

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 import torch
 
-from circuits import ArrivalGate, FeedbackLearning, ForwardNetwork
+from circuits import ArrivalGate, FeedbackLearning, ForwardNetwork, weight_flow
 from circuits.losses import LOSSES
 from circuits.registry import CIRCUIT_ARGS, METHODS
 from workbench import datasets
@@ -59,7 +59,13 @@ class MethodSpec:
     relinearise_every: presentations between Jacobians of ``exp_partitioned``.  circuit:
     keyword arguments of the method's circuit (e.g. DI's ``alpha``, ``k_i``).  gate_args:
     :class:`circuits.ArrivalGate`'s (``pc``).  feedback: ``iterated_dtp``'s decoder learning
-    (:class:`circuits.FeedbackLearning`)."""
+    (:class:`circuits.FeedbackLearning`).  flow: how the weights move
+    (:mod:`circuits.weight_flow`): null (gradient flow: Euler is SGD), ``adam`` or
+    ``{adam: {tau_m: ..., tau_v: ..., eps: ...}}`` (Adam as an ODE on plastic time; not for
+    ``pc``, ``z_il``, ``local_decoders``).  reset: ``none`` (a new minibatch meets the credit
+    populations where the last one left them) or ``rest`` (every minibatch settles from the
+    circuit's initial state, e.g. DFC's feed-forward pass with the controller at zero, as its
+    authors simulate each sample; :class:`circuits.Plastic`'s ``reset``)."""
 
     eta: float = 0.1
     period: float = 1.0
@@ -75,6 +81,8 @@ class MethodSpec:
     circuit: dict = field(default_factory=dict)
     gate_args: dict = field(default_factory=dict)
     feedback: dict = field(default_factory=dict)
+    flow: Any = None
+    reset: str = "none"
 
     def check(self, method: str) -> None:
         where = f"method.{method}"
@@ -91,6 +99,18 @@ class MethodSpec:
             raise ValueError(f"{where}.teacher_from: received {self.teacher_from!r}, expected a "
                              f"number in [0, period = {self.period!r})")
         check_choice(f"{where}.gate", self.gate, ("settled", "always"))
+        check_choice(f"{where}.reset", self.reset, ("none", "rest"))
+        if self.reset != "none" and method in ("pc", "z_il", "local_decoders"):
+            raise ValueError(f"{where}.reset: received {self.reset!r}, expected 'none' ({method} "
+                             "sets its own reset under circuit:)")
+        if self.flow is not None:
+            if method in ("pc", "z_il", "local_decoders"):
+                raise ValueError(f"{where}.flow: received {self.flow!r}, expected null ({method} "
+                                 "owns its plasticity: gradient flow only)")
+            try:
+                weight_flow(self.flow)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"{where}.{error}") from None
         check_choice(f"{where}.form", self.form, ("dtp1", "dtp", "local_loss"))
         from solvers.methods import METHODS as STEPPERS
         from solvers import TRAINING_METHODS

@@ -83,7 +83,8 @@ def build(cfg: Config, task, method: str) -> Setup:
                                form=s.form, anchor=s.target_leak, circuit=s.circuit,
                                gate_args=s.gate_args,
                                feedback=s.feedback if method == "iterated_dtp" else None,
-                               loss=None if method == "local_decoders" else tr.loss)
+                               loss=None if method == "local_decoders" else tr.loss,
+                               flow=s.flow, reset=s.reset)
     return Setup(circuit, circuit.initial_state(), stream, circuit.outputs, s, order.shape[0],
                  task.x_train.shape[0] // tr.batch)
 

@@ -140,6 +140,9 @@ def test_backprop_in_the_machinery_is_sgd():
     ({"method": {"di": {"speed": 1.0}}}, "speed"),
     ({"method": {"di": {"circuit": {"alfa": 0.1}}}}, "alfa"),
     ({"method": {"dfc": {"gate": "sometimes"}}}, "method.dfc.gate"),
+    ({"method": {"dfc": {"reset": "zero"}}}, "method.dfc.reset"),
+    ({"method": {"dfc": {"flow": "sgd"}}}, "method.dfc.flow"),
+    ({"method": {"dfc": {"flow": {"adam": {"beta1": 0.9}}}}}, "method.dfc.flow.adam"),
     ({"method": {"sgd": {}}}, "sgd"),
     ({"methods": ["backprop", "adam"]}, "methods"),
     ({"training": {"epochs": 0}}, "training.epochs"),
@@ -165,6 +168,22 @@ def test_cli_reports_a_bad_config_as_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         method_table.main(["--out", str(tmp_path / "o"), "--configs", str(bad)])
     assert "training.batch" in capsys.readouterr().err
+
+
+def test_reset_and_flow_reach_the_learning_circuit():
+    """``reset: rest`` and ``flow: adam`` in a method's config are the circuit's: DFC then
+    starts every minibatch from its feed-forward pass with the controller at zero (the state
+    the jump returns is the circuit's initial one), and its weights carry Adam's moments."""
+    cfg = train.load({**tiny(["dfc"]), "method": {"dfc": {
+        "eta": 0.001, "period": 2.0, "dt": 0.5, "gate": "settled", "reset": "rest",
+        "flow": {"adam": {"tau_m": 5.0}}}}})
+    setup = train.build(cfg, train.load_task(cfg), "dfc")
+    c = setup.circuit
+    assert c.reset == "rest" and c.flow.tau_m == 5.0 and "adam_v:W_2" in setup.y0
+    jumped = c.present(*setup.stream(1), setup.y0)
+    assert torch.equal(jumped["u"], torch.zeros_like(setup.y0["u"]))
+    fwd = c.network_of(setup.y0).forward(setup.stream(1)[0])
+    torch.testing.assert_close(jumped["v_1"], fwd.a[0], rtol=0, atol=1e-15)
 
 
 def test_shipped_configs_load():
