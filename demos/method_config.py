@@ -3,6 +3,7 @@ of :mod:`circuits.registry` run, each one's settings (:class:`MethodSpec`) and t
 schedule (:class:`Training`); and the task and network it describes."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -138,7 +139,8 @@ SCHEMA = Schema(sections={
     "network": Section(ForwardNetwork, exclude=("widths", "weights", "biases", "replicas",
                                                  "seed", "output_activation")),
     "training": Section(Training),
-}, demo={"task": "digits", "hidden": [32], "methods": list(METHODS), "method": {}, "threads": 1})
+}, demo={"task": "digits", "table": None, "hidden": [32], "methods": list(METHODS), "method": {},
+         "threads": 1})
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -189,7 +191,18 @@ def load(config: str | Path | Mapping[str, Any] | None) -> Config:
         spec(cfg, m)
     Training(**cfg["training"])
     check_int("config key 'threads'", cfg["threads"], 1)
+    name = cfg.get("table")
+    if name is not None and not (isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_-]+", name)):
+        raise ValueError(f"config key 'table': received {name!r}, expected null (the task's "
+                         "name) or a name of letters, digits, '_' and '-' (it names the "
+                         "table's rows and its folder in demos.method_table)")
     return cfg
+
+
+def table_name(cfg: Config) -> str:
+    """The name of a config's table: its ``table`` key, else its task (rows of the combined
+    method table and its folder in :mod:`demos.method_table`)."""
+    return cfg.get("table") or cfg["task"]
 
 
 def spec(cfg: Config, method: str) -> MethodSpec:

@@ -28,6 +28,7 @@ import numpy as np
 from circuits.registry import LABELS
 
 from .config import jsonable, no_checkpoint, output_dir
+from .method_config import table_name
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = (ROOT / "configs" / "digits.yaml", ROOT / "configs" / "mnist1d.yaml")
@@ -46,7 +47,7 @@ def run(out: str | Path, configs: Sequence[str | Path] = CONFIGS, *, resume: boo
         cfg = plan.cfg
         summary = train.run(plan, plan.out, progress=progress)
         runs += summary["runs"]
-        per_task[cfg["task"]] = {"chance": summary["chance"], "widths": summary["widths"],
+        per_task[table_name(cfg)] = {"chance": summary["chance"], "widths": summary["widths"],
                                  "seconds": summary["seconds"], "config": str(path)}
     chance = {t: v["chance"] for t, v in per_task.items()}
     combined = jsonable({"runs": runs, "tasks": per_task,
@@ -65,7 +66,7 @@ def table(runs: list[Mapping[str, Any]], chance: Mapping[str, float] | None = No
              "|---|---|---|---|---|---|---|"]
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for r in runs:
-        groups.setdefault((r["task"], r["method"]), []).append(r)
+        groups.setdefault((r.get("table") or r["task"], r["method"]), []).append(r)
     for (task_name, method), rows in groups.items():
         acc = np.array([r["test_accuracy"] for r in rows])
         ratio = rows[0].get("ratio_to_backprop")
@@ -90,21 +91,22 @@ def prepare(out: str | Path, configs: Sequence[str | Path] = CONFIGS, *, resume:
     afresh, said on stderr."""
     from . import train
     cfgs = [train.load(c) for c in configs]
-    tasks = [c["task"] for c in cfgs]
+    tasks = [table_name(c) for c in cfgs]
     if len(set(tasks)) != len(tasks):
-        raise ValueError(f"--configs: received tasks {tasks}, expected one config per task")
+        raise ValueError(f"--configs: received tables {tasks}, expected one config per task "
+                         "(a second config of a task needs a 'table' name of its own)")
     out = output_dir(out, out_name)
-    found = [train.has_checkpoint(c, out / c["task"]) for c in cfgs]
+    found = [train.has_checkpoint(c, out / t) for c, t in zip(cfgs, tasks)]
     if resume and not any(found):
         raise no_checkpoint(out, "<task>/checkpoints/<task>_<method>.pt for one of the tasks "
                             f"{tasks}")
     plans = []
-    for cfg, again in zip(cfgs, found):
+    for cfg, name, again in zip(cfgs, tasks, found):
         if resume and not again:
-            print(f"--resume: no checkpoint for {cfg['task']} in {out / cfg['task']} (the "
+            print(f"--resume: no checkpoint for {name} in {out / name} (the "
                   "interrupted run had not reached it); starting it afresh", file=sys.stderr)
-        plans.append(train.prepare(cfg, out / cfg["task"], resume=resume and again,
-                                   out_name=f"{out_name}/{cfg['task']}"))
+        plans.append(train.prepare(cfg, out / name, resume=resume and again,
+                                   out_name=f"{out_name}/{name}"))
     return plans
 
 

@@ -48,7 +48,7 @@ from workbench import plots
 
 from .config import (Config, check_int, intra_op_threads, jsonable, no_checkpoint, output_dir,
                      resume_checkpoint)
-from .method_config import MethodSpec, Training, load, load_task, network, spec
+from .method_config import MethodSpec, Training, load, load_task, network, spec, table_name
 from .method_table import table
 from .reports import write_summary
 
@@ -216,13 +216,13 @@ def run_method(cfg: Config, task, method: str, out: Path, *, resume: bool = Fals
 
 # -- the run: summary, table, figure ----------------------------------------------------------
 
-def runs_of(task_name: str, method: str, res: Mapping[str, Any], bp_seconds: float | None
-            ) -> list[dict[str, Any]]:
+def runs_of(task_name: str, method: str, res: Mapping[str, Any], bp_seconds: float | None,
+            table: str | None = None) -> list[dict[str, Any]]:
     """One summary row per seed (``seconds``: wall time per epoch of the whole integration,
-    all seeds together)."""
+    all seeds together; ``table``: the config's table name, default the task)."""
     acc = np.asarray(res["history"]["test_accuracy"], dtype=float)     # [evaluations, S]
     per_epoch_s = res["seconds"] / res["epochs"]
-    return [{"task": task_name, "method": method, "seed": seed,
+    return [{"task": task_name, "table": table or task_name, "method": method, "seed": seed,
              "test_accuracy": float(acc[-1, seed]), "seconds": per_epoch_s,
              "seconds_per_epoch": per_epoch_s, "seconds_total": res["seconds"],
              "ratio_to_backprop": (per_epoch_s / bp_seconds if bp_seconds else None),
@@ -230,7 +230,8 @@ def runs_of(task_name: str, method: str, res: Mapping[str, Any], bp_seconds: flo
              "initial_test_accuracy": float(acc[0, seed]),
              "curve": {"epoch": res["history"]["epoch"], "test_accuracy": acc[:, seed].tolist()},
              "settings": {k: res["spec"][k] for k in ("eta", "period", "dt", "gate",
-                                                       "integrator")},
+                                                       "integrator", "flow", "reset")
+                          if k in res["spec"]},
              "steps": res["steps"]} for seed in range(acc.shape[1])]
 
 
@@ -294,13 +295,15 @@ def run(config: str | Path | Mapping[str, Any] | None, out: str | Path, *,
                                  progress=progress) for m in cfg["methods"]}
     bp = results.get(REFERENCE)
     bp_seconds = bp["seconds"] / bp["epochs"] if bp else None
-    runs = [r for m, res in results.items() for r in runs_of(cfg["task"], m, res, bp_seconds)]
+    name = table_name(cfg)
+    runs = [r for m, res in results.items()
+            for r in runs_of(cfg["task"], m, res, bp_seconds, name)]
     widths = [task.inputs, *cfg["hidden"], task.classes]
     summary = jsonable({"runs": runs, "task": cfg["task"], "chance": task.chance,
                         "widths": widths, "seconds": time.perf_counter() - start,
                         "config": cfg})
     write_summary(out, summary)
-    (out / "table.md").write_text(table(runs, {cfg["task"]: task.chance}))
+    (out / "table.md").write_text(table(runs, {name: task.chance}))
     plots.seed_curves_figure(out / f"{cfg['task']}.png", {
         LABELS.get(m, m): (res["history"]["epoch"], res["history"]["test_accuracy"])
         for m, res in results.items()}, title=f"{task.name} {widths} (mean ± std over seeds)")

@@ -186,6 +186,26 @@ def test_reset_and_flow_reach_the_learning_circuit():
     torch.testing.assert_close(jumped["v_1"], fwd.a[0], rtol=0, atol=1e-15)
 
 
+def test_two_tables_of_one_task_in_the_method_table(tmp_path):
+    """A second config of a task with its own ``table`` name runs beside the first: its own
+    folder, its own rows (the same task, another table), backprop with Adam there."""
+    plain = tiny(["backprop"])
+    adam = {**tiny(["backprop"]), "table": "tiny_adam",
+            "method": {"backprop": {"eta": 0.01, "flow": "adam"}}}
+    summary = method_table.run(tmp_path, [plain, adam], progress=False)
+    rows = {(r["table"], r["task"]) for r in summary["runs"]}
+    task = plain["task"]
+    assert rows == {(task, task), ("tiny_adam", task)}
+    assert (tmp_path / "tiny_adam" / "summary.json").is_file()
+    assert (tmp_path / task / "summary.json").is_file()
+    md = (tmp_path / "table.md").read_text()
+    assert f"| tiny_adam | BP |" in md and f"| {task} | BP |" in md
+    adam_row = next(r for r in summary["runs"] if r["table"] == "tiny_adam")
+    assert adam_row["settings"]["flow"] == "adam"
+    with pytest.raises(ValueError, match="one config per task"):
+        method_table.prepare(tmp_path / "again", [plain, tiny(["backprop"])])
+
+
 def test_shipped_configs_load():
     for path in method_table.CONFIGS:
         cfg = train.load(path)
