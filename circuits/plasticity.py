@@ -39,6 +39,7 @@ declared jump of its drive, and ``outputs(y, x)``; :mod:`circuits.registry` buil
 """
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Sequence
 
@@ -52,7 +53,7 @@ from .feedback import random_feedback
 from .gates import Continuous, LayerSchedule, Schedule, Settled, Signals
 from .losses import LOSSES, equivalent_target
 from .parameters import Population, Role, check_finite_tensor, positive_float
-from .weight_flow import weight_flow
+from .weight_flow import GradientFlow, weight_flow
 
 Update = list[tuple[torch.Tensor, torch.Tensor | None]]
 GATES = ("settled", "always")
@@ -399,8 +400,6 @@ class Plastic(Circuit):
         the moment populations from a state of this one: what the family's own update does,
         without the optimiser's preconditioning (for measuring it, as
         :mod:`demos.credit_alignment` does). A shallow copy: this circuit is not changed."""
-        import copy
-        from .weight_flow import GradientFlow
         plain = copy.copy(self)
         plain.flow = GradientFlow()
         plain.populations = [p for p in self.populations if p.role != Role.MOMENT]

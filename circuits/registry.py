@@ -82,6 +82,11 @@ def decoders_at_fixed_point(settings: FeedbackLearning, seed: int = 1
     return decoders
 
 
+#: the methods whose circuit owns its plasticity (not a :class:`Plastic` wrapper): gradient flow
+#: only, and their reset is a circuit argument
+OWN_PLASTICITY = ("pc", "z_il", "local_decoders")
+
+
 def learning_circuit(method: str, network: ForwardNetwork, x: torch.Tensor,
                      target: torch.Tensor, *, eta=0.1, gate: Any = "always", theta: float = 0.05,
                      period: float = 1.0, form: str = "dtp1", anchor: float = 0.0,
@@ -113,9 +118,13 @@ def learning_circuit(method: str, network: ForwardNetwork, x: torch.Tensor,
     if gate_args and method != "pc":
         raise ValueError(f"gate_args: received {dict(gate_args)!r} for method {method!r}, "
                          "expected none (only pc has an ArrivalGate)")
-    if flow is not None and method in ("pc", "z_il", "local_decoders"):
-        raise ValueError(f"flow: received {flow!r} for method {method!r}, expected None (it "
-                         "owns its plasticity: gradient flow only)")
+    if method in OWN_PLASTICITY:
+        if flow is not None:
+            raise ValueError(f"flow: received {flow!r} for method {method!r}, expected None "
+                             "(it owns its plasticity: gradient flow only)")
+        if reset != "none":
+            raise ValueError(f"reset: received {reset!r} for method {method!r}, expected "
+                             "'none' (its own reset is a circuit argument)")
     if method == "pc":
         return PredictiveCoding(network, x, None, eta=eta, loss=loss,
                                 plasticity=ArrivalGate(**(gate_args or {})), **kw)
@@ -146,4 +155,5 @@ def learning_circuit(method: str, network: ForwardNetwork, x: torch.Tensor,
                    loss=loss, flow=flow)
 
 
-__all__ = ["METHODS", "LABELS", "CIRCUIT_ARGS", "decoders_at_fixed_point", "learning_circuit"]
+__all__ = ["METHODS", "LABELS", "CIRCUIT_ARGS", "OWN_PLASTICITY", "decoders_at_fixed_point",
+           "learning_circuit"]

@@ -12,7 +12,7 @@ import torch
 
 from circuits import ArrivalGate, FeedbackLearning, ForwardNetwork, weight_flow
 from circuits.losses import LOSSES
-from circuits.registry import CIRCUIT_ARGS, METHODS
+from circuits.registry import CIRCUIT_ARGS, METHODS, OWN_PLASTICITY
 from workbench import datasets
 
 from .config import (Config, Schema, Section, check_choice, check_int, check_keywords,
@@ -101,11 +101,11 @@ class MethodSpec:
                              f"number in [0, period = {self.period!r})")
         check_choice(f"{where}.gate", self.gate, ("settled", "always"))
         check_choice(f"{where}.reset", self.reset, ("none", "rest"))
-        if self.reset != "none" and method in ("pc", "z_il", "local_decoders"):
+        if self.reset != "none" and method in OWN_PLASTICITY:
             raise ValueError(f"{where}.reset: received {self.reset!r}, expected 'none' ({method} "
                              "sets its own reset under circuit:)")
         if self.flow is not None:
-            if method in ("pc", "z_il", "local_decoders"):
+            if method in OWN_PLASTICITY:
                 raise ValueError(f"{where}.flow: received {self.flow!r}, expected null ({method} "
                                  "owns its plasticity: gradient flow only)")
             try:
