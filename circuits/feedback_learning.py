@@ -281,7 +281,7 @@ class DifferenceReconstruction(RegressionFlow):
         shapes = [(n, net.widths[-1]) for n in net.widths[1:-1]]
         if feedback is not None:
             feedback = given_matrices("feedback", feedback, shapes, self.S, net.dtype,
-                                      net.device, "None")
+                                      net.device, "None", finite=check)
         fwd = net.forward(net.input(x, check_finite=check), prepared=True)
         hs = fwd.a if self.convention == "pre" else fwd.r[1:]          # h_ℓ, ℓ = 1..L
         f = _layer_map(net, self.convention)                            # f_k: h_{k-1} → h_k
@@ -471,10 +471,13 @@ class LearnedFeedback:
 
     def __call__(self, network: ForwardNetwork, x: torch.Tensor):
         warm = self.settings.warm_start and self.calls == 0
+        # the first call checks x and the initial feedback; later ones learn from the feedback
+        # this object made itself, on a drive's batches (checked when first shown), so a
+        # replica whose weights diverged passes its non-finite feedback on to be flagged
         self.current = learn_feedback(network, x, self.current, self.settings,
                                       duration=math.inf if warm else None,
                                       seed=self.noise_seed + self.calls,
-                                      convention=self.convention)
+                                      check=self.calls == 0, convention=self.convention)
         self.calls += 1
         return self.current
 

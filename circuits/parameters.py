@@ -196,10 +196,13 @@ def describe(value: Any) -> str:
 
 
 def given_matrices(name: str, value: Any, shapes: Sequence[tuple[int, int]], replicas: int,
-                   dtype: torch.dtype, device: torch.device, alternatives: str) -> list[torch.Tensor]:
+                   dtype: torch.dtype, device: torch.device, alternatives: str,
+                   finite: bool = True) -> list[torch.Tensor]:
     """User-given per-layer matrices (feedback B or Q): a list of ``[n, m]`` or ``[S, n, m]``
     tensors, one per shape, returned as ``[S, n, m]`` on ``dtype``/``device``. Anything else is
-    an error naming ``name``, what was received and ``alternatives`` or the expected shapes."""
+    an error naming ``name``, what was received and ``alternatives`` or the expected shapes.
+    ``finite=False`` checks only that they are real (a diverged replica's own feedback may be
+    non-finite; the solver flags that replica)."""
     if not isinstance(value, (list, tuple)) or len(value) != len(shapes) or any(
             not isinstance(q, torch.Tensor) or tuple(q.shape[-2:]) != tuple(s)
             or q.dim() not in (2, 3) or q.dim() == 3 and q.shape[0] not in (1, replicas)
@@ -209,6 +212,6 @@ def given_matrices(name: str, value: Any, shapes: Sequence[tuple[int, int]], rep
                          f"{['[S, %d, %d]' % tuple(s) for s in shapes]} (S = 1"
                          f"{' or %d' % replicas if replicas > 1 else ''})")
     for i, q in enumerate(value):
-        check_finite_tensor(f"{name}[{i}]", q)
+        (check_finite_tensor if finite else check_real_tensor)(f"{name}[{i}]", q)
     return [(q if q.dim() == 3 else q[None]).to(device=device, dtype=dtype)
             .expand(replicas, *s).clone() for q, s in zip(value, shapes)]

@@ -205,6 +205,27 @@ def test_post_ddtp_linear_with_learned_feedback_lowers_the_loss():
     assert after < 0.5 * before, (before, after)
 
 
+def test_a_diverging_replica_with_learned_feedback_is_flagged_not_an_error():
+    """Two replicas, η = 0.2 and 1e3 (``dtp1``, β = 0.1): the second's weights blow up, its
+    learned Q follows, and the run flags it diverged (held finite) instead of stopping on its
+    non-finite feedback (it raised ``feedback[0]: received non-finite values`` before); the
+    first trains as it does alone, to rounding amplified by the feedback's ridge solves
+    (measured 1.7e-9 absolute, 1.8e-7 relative, once the diverged replica leaves the batch)."""
+    network = ForwardNetwork([4, 6, 5, 3], "tanh", seed=1)
+    settings = FeedbackLearning(sigma=1e-3, damping=LAM)
+
+    def run(eta):
+        fb = LearnedFeedback("direct", network, settings, convention="post")
+        c = Plastic(Targets("ddtp_linear", feedback=fb, convention="post", beta=0.1,
+                            form="dtp1"), network, *stream(0), eta=eta)
+        return train(c, c.initial_state(), stream, period=10.0, presentations=8, dt=0.05,
+                     chunk=4, method="exp_euler", divergence_bound=1e3)
+    both, alone = run([0.2, 1e3]), run(0.2)
+    assert both.diverged.tolist() == [False, True]
+    assert all(torch.isfinite(v).all() for v in both.y.values())
+    torch.testing.assert_close(both.y["W_1"][0], alone.y["W_1"][0], rtol=1e-6, atol=1e-8)
+
+
 # -- bad input -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("make,match", [
