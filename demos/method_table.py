@@ -4,7 +4,9 @@
                                  [--resume] [--no-progress]
 
 Runs :mod:`demos.train` once per config (default: ``configs/digits.yaml`` and
-``configs/mnist1d.yaml``) into ``DIR/<task>/`` (its own summary, table, figure and checkpoints)
+``configs/mnist1d.yaml``; add ``configs/mnist1d_adam.yaml`` for the MNIST-1D table with Adam) into
+``DIR/<task>/``, or ``DIR/<table>/`` for a config with a ``table`` name (its own summary, table,
+figure and checkpoints)
 and writes the combined ``DIR/summary.json`` (``{"runs": [...]}``, the rows of every task, same
 keys as :mod:`demos.train`'s) and ``DIR/table.md``: test accuracy mean ± std over seeds, the
 wall-clock seconds per epoch of each method's integration (all seeds in one integration) and
@@ -124,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
     parser.add_argument("--configs", nargs="+", default=[str(c) for c in CONFIGS],
-                        help="one demos.train config per task")
+                        help="one demos.train config per task (a second config of a task "
+                        "needs its own 'table' name)")
     parser.add_argument("--resume", action="store_true",
                         help="continue every task's methods from their checkpoints")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
