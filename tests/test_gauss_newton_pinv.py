@@ -9,14 +9,13 @@ from circuits import ForwardNetwork, TargetPropagation, gauss_newton
 from circuits.credit import damped_pseudo_inverse, gauss_newton_step
 from circuits.target_propagation import gauss_newton_targets
 
+from problems import random_problem
+
 F64 = torch.float64
 
 
 def problem(widths, activation="tanh", seed=0, B=3):
-    net = ForwardNetwork(list(widths), activation, seed=seed)
-    g = torch.Generator().manual_seed(100 + seed)
-    return net, torch.randn(B, widths[0], generator=g, dtype=F64), \
-        torch.randn(B, widths[-1], generator=g, dtype=F64)
+    return random_problem(widths, activation, seed, B, data_offset=100)
 
 
 def autograd_jacobian(net, x_b, l):

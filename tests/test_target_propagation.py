@@ -9,14 +9,13 @@ from circuits.target_propagation import (MirroredDecoder, TargetPropagation,
                                          gauss_newton_targets, inverse_decoders)
 from solvers import solve
 
+from problems import random_problem
+
 F64 = torch.float64
 
 
 def problem(widths, activation="tanh", seed=0, B=1):
-    net = ForwardNetwork(list(widths), activation, seed=seed)
-    g = torch.Generator().manual_seed(10 + seed)
-    return net, torch.randn(B, widths[0], generator=g, dtype=F64), \
-        torch.randn(B, widths[-1], generator=g, dtype=F64)
+    return random_problem(widths, activation, seed, B, data_offset=10)
 
 
 def iterate(c, steps):
